@@ -1,0 +1,200 @@
+package podnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Shared helpers for the links podnet creates (bridges and veth ends).
+
+var (
+	hostOnce sync.Once
+	hostNS   *Namespace
+	hostErr  error
+)
+
+// defaultNamespace returns the calling process's namespace, opened once and
+// never closed; builders use it when no In(ns) is given.
+func defaultNamespace() (*Namespace, error) {
+	hostOnce.Do(func() { hostNS, hostErr = CurrentNamespace() })
+	return hostNS, hostErr
+}
+
+func resolveNS(ns *Namespace) (*Namespace, error) {
+	if ns == nil {
+		return defaultNamespace()
+	}
+	if ns.closed.Load() {
+		return nil, fmt.Errorf("namespace %s: %w", ns, ErrClosed)
+	}
+	return ns, nil
+}
+
+func validateMTU(mtu int) error {
+	if mtu != 0 && (mtu < 68 || mtu > 65535) {
+		return invalid(ErrInvalidOption, "MTU %d is outside 68..65535", mtu)
+	}
+	return nil
+}
+
+func validateMAC(mac net.HardwareAddr) error {
+	if mac == nil {
+		return nil
+	}
+	if len(mac) != 6 {
+		return invalid(ErrInvalidOption, "MAC %v is not 6 bytes", mac)
+	}
+	if mac[0]&1 != 0 {
+		return invalid(ErrInvalidOption, "MAC %v is a multicast address", mac)
+	}
+	if [6]byte(mac) == [6]byte{} {
+		return invalid(ErrInvalidOption, "MAC %v is all zeros", mac)
+	}
+	return nil
+}
+
+func validateAddrs(what string, ps []netip.Prefix) error {
+	var errs []error
+	seen := make(map[netip.Addr]bool, len(ps))
+	for _, p := range ps {
+		if err := validateInterfaceAddr(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			continue
+		}
+		if seen[p.Addr()] {
+			errs = append(errs, invalid(ErrInvalidAddress, "%s: address %v given twice", what, p.Addr()))
+		}
+		seen[p.Addr()] = true
+	}
+	return errors.Join(errs...)
+}
+
+func hasV6(ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// ipv6Sysctls returns the sysctl writes that make a new link cheap or
+// usable: with no IPv6 address wanted, IPv6 is disabled on it (no
+// link-local address, no DAD or MLD multicast flooding a bridge's ports);
+// otherwise DAD is turned off (unless asked for) so the link-local address
+// is usable at once.
+func ipv6Sysctls(ifname string, wantV6, dad bool) [][2]string {
+	if !wantV6 {
+		return [][2]string{{linkSysctl("ipv6", ifname, "disable_ipv6"), "1"}}
+	}
+	if !dad {
+		return [][2]string{{linkSysctl("ipv6", ifname, "accept_dad"), "0"}}
+	}
+	return nil
+}
+
+// applySysctls writes kvs inside ns in one thread switch. A missing file
+// (IPv6 compiled out or disabled at boot) is not an error.
+func applySysctls(ns *Namespace, kvs [][2]string) error {
+	if len(kvs) == 0 {
+		return nil
+	}
+	return onThreadIn(ns.fd, func() error {
+		for _, kv := range kvs {
+			if err := writeSysctl(kv[0], kv[1]); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("sysctl %s: %w", kv[0], err)
+			}
+		}
+		return nil
+	})
+}
+
+// setMark writes podnet's ownership mark as the alias of link idx. The
+// kernel ignores IFLA_IFALIAS in a create request, so it takes its own.
+func setMark(ns *Namespace, idx int, mark string) error {
+	if err := ns.h.LinkSetAlias(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: idx}}, mark); err != nil {
+		return fmt.Errorf("set ownership mark: %w", err)
+	}
+	return nil
+}
+
+// deleteLinkIfOurs deletes the link idx in ns if it still has the name and
+// alias podnet gave it, so that an ifindex reused by someone else is never
+// deleted. A link already gone counts as success.
+func deleteLinkIfOurs(ns *Namespace, idx int, name, alias string) error {
+	release, err := ns.acquire()
+	if err != nil {
+		if ns.owned {
+			return nil // an owned namespace took its links with it
+		}
+		return err
+	}
+	defer release()
+	return deleteLinkIfOursLocked(ns, idx, name, alias)
+}
+
+// deleteLinkIfOursLocked is deleteLinkIfOurs for a caller that holds ns.
+// An empty alias skips the alias check (for rollback, before it is set).
+func deleteLinkIfOursLocked(ns *Namespace, idx int, name, alias string) error {
+	l, err := ns.h.LinkByIndex(idx)
+	if err != nil {
+		if isGone(err) {
+			return nil
+		}
+		return err
+	}
+	if l.Attrs().Name != name || alias != "" && l.Attrs().Alias != alias {
+		return nil // ours is gone; the index now belongs to another link
+	}
+	if err := ns.h.LinkDel(l); err != nil && !isGone(err) {
+		return err
+	}
+	return nil
+}
+
+// DeleteLinkGroup deletes every link of interface group group in the
+// namespace in one netlink request; a veth's peer goes with it. It is the
+// fast way to tear down many links: the kernel batches the waits that
+// deleting links one by one pays each time. Group 0 (the default group) is
+// refused.
+//
+// Equivalent to: `ip -n NS link delete group GROUP`
+func (n *Namespace) DeleteLinkGroup(ctx context.Context, group uint32) error {
+	if group == 0 {
+		return opErr("delete link group", "namespace", n.String(), invalid(ErrInvalidOption, "group 0 is every link's default group"))
+	}
+	err := n.withHandle(ctx, func() error {
+		return onThreadIn(n.fd, func() error {
+			req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+			req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+			req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+			_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+			if isGone(err) {
+				return nil
+			}
+			return err
+		})
+	})
+	return opErr(fmt.Sprintf("delete link group %d in", group), "namespace", n.String(), err)
+}
+
+// Links lists the names of the links in the namespace.
+//
+// Equivalent to: `ip -n NS link show`
+func (n *Namespace) Links(ctx context.Context) ([]netlink.Link, error) {
+	var out []netlink.Link
+	err := n.withHandle(ctx, func() error {
+		var err error
+		out, err = n.h.LinkList()
+		return err
+	})
+	return out, opErr("list links", "namespace", n.String(), err)
+}
