@@ -137,3 +137,23 @@ func UniqueName(prefix string, max int) string {
 	}
 	return s
 }
+
+// Lab builds topo inside a fresh sandbox namespace standing in for the
+// host (topo's In is set to it) and tears it down when the test ends, with
+// the sandbox. Its namespaces are anonymous unless topo asked for names;
+// named ones should carry a UniqueName prefix so parallel tests never
+// collide.
+func Lab(t testing.TB, topo *podnet.TopologySpec, opts ...Option) *podnet.Lab {
+	t.Helper()
+	host := Sandbox(t, opts...)
+	lab, err := topo.In(host).Create(context.Background())
+	if err != nil {
+		t.Fatalf("podnettest: create lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("podnettest: close lab: %v", err)
+		}
+	})
+	return lab
+}

@@ -1,0 +1,103 @@
+package podnet_test
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/podnet/podnet"
+	"github.com/podnet/podnet/podnettest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(ents)
+}
+
+// TestSoak runs 8 goroutines that each create and close a small lab 100
+// times (10 with -short), all in one sandbox, then checks that nothing
+// leaked: no link, no named namespace, no file descriptor, no goroutine.
+func TestSoak(t *testing.T) {
+	ctx := testCtx(t)
+	host := podnettest.Sandbox(t)
+	cycles := 100
+	if testing.Short() {
+		cycles = 10
+	}
+	const workers = 8
+	lab := func(w, i int) error {
+		l, err := soakTopology(w).In(host).Create(ctx)
+		if err != nil {
+			return err
+		}
+		if err := l.Host("a").PingNode(ctx, l.Host("b")); err != nil {
+			return fmt.Errorf("ping: %w", errorsJoin(err, l.Close()))
+		}
+		return l.Close()
+	}
+	// Warm up so that lazily opened descriptors and pooled threads exist
+	// before the baseline is taken.
+	require.NoError(t, lab(0, 0))
+	runtime.GC()
+	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	netns, _ := os.ReadDir(podnet.NetnsDir)
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*cycles)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < cycles; i++ {
+				if err := lab(w, i); err != nil {
+					errs <- fmt.Errorf("worker %d cycle %d: %w", w, i, err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	t.Logf("%d labs in %v", workers*cycles, time.Since(start))
+
+	assert.Equal(t, []string{"lo"}, linkNames(t, host), "links leaked")
+	after, _ := os.ReadDir(podnet.NetnsDir)
+	assert.Equal(t, len(netns), len(after), "named namespaces leaked")
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "goroutines leaked")
+	assert.Equal(t, fds, openFDs(t), "file descriptors leaked")
+}
+
+func soakTopology(w int) *podnet.TopologySpec {
+	return podnet.Topology().
+		Network(fmt.Sprintf("soak%d", w), fmt.Sprintf("10.%d.0.0/24", 100+w)).
+		Host("a", fmt.Sprintf("soak%d", w)).
+		Host("b", fmt.Sprintf("soak%d", w))
+}
+
+func errorsJoin(errs ...error) error {
+	var out []error
+	for _, e := range errs {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%v", out)
+}
