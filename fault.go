@@ -13,3 +13,8 @@ func faultPoint(point string) error {
 	}
 	return nil
 }
+
+// crashPoint marks a point on a teardown path. Teardown does not stop
+// there; tests use it to kill the process at that point and show that a
+// sweep cleans up whatever the dead process left.
+func crashPoint(point string) { _ = faultPoint(point) }

@@ -113,8 +113,17 @@ func (s *NamespaceSpec) Create(ctx context.Context) (*Namespace, error) {
 			return nil, opErr("create", kind, s.name, err)
 		}
 		target = filepath.Join(NetnsDir, s.name)
+		if _, err := os.Lstat(target); err == nil {
+			return nil, opErr("create", kind, s.name, fmt.Errorf("%w: %s", ErrExists, target))
+		}
+		// The ownership record comes first, so that a crash at any later
+		// point leaves something a sweep can find.
+		if err := writeRecord(s.name, ns.mark); err != nil {
+			return nil, opErr("create", kind, s.name, err)
+		}
 		f, err := os.OpenFile(target, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 		if err != nil {
+			_ = os.Remove(filepath.Join(RecordDir, s.name))
 			if errors.Is(err, os.ErrExist) {
 				return nil, opErr("create", kind, s.name, fmt.Errorf("%w: %s", ErrExists, target))
 			}
@@ -122,6 +131,10 @@ func (s *NamespaceSpec) Create(ctx context.Context) (*Namespace, error) {
 		}
 		f.Close()
 		ns.name, ns.path = s.name, target
+		if err := faultPoint("namespace:mountpoint"); err != nil {
+			ns.destroy()
+			return nil, opErr("create", kind, s.name, err)
+		}
 	}
 	err := onFreshThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
@@ -152,8 +165,8 @@ func (s *NamespaceSpec) Create(ctx context.Context) (*Namespace, error) {
 		}
 		return nil
 	})
-	if err == nil && target != "" {
-		err = writeRecord(s.name, ns.mark)
+	if err == nil {
+		err = faultPoint("namespace:created")
 	}
 	if err != nil {
 		ns.destroy()
@@ -360,6 +373,7 @@ func (n *Namespace) destroy() error {
 		n.fd = -1
 	}
 	if n.owned && n.name != "" {
+		crashPoint("namespace:close")
 		if err := unix.Unmount(n.path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", n.path, err))
 		}
@@ -405,9 +419,31 @@ func ensureNetnsDir() error {
 	return nil
 }
 
+// writeRecord creates the ownership record of a named namespace. A record
+// left by a process that is gone is replaced; one of a live process means
+// that process is creating (or holds) the namespace: ErrExists.
 func writeRecord(name, mark string) error {
 	if err := os.MkdirAll(RecordDir, 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(RecordDir, name), []byte(mark+"\n"), 0o600)
+	path := filepath.Join(RecordDir, name)
+	for try := 0; try < 2; try++ {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_, err = f.WriteString(mark + "\n")
+			return errors.Join(err, f.Close())
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		b, rerr := os.ReadFile(path)
+		if rerr != nil {
+			continue
+		}
+		if m, ok := ParseMark(strings.TrimSpace(string(b))); ok && m.Owner.Alive() {
+			return fmt.Errorf("%w: namespace %q is being created by %s", ErrExists, name, m.Owner)
+		}
+		_ = os.Remove(path) // stale: its owner is gone
+	}
+	return fmt.Errorf("%w: record %s", ErrExists, path)
 }

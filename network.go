@@ -498,6 +498,7 @@ func (a *Attachment) undo() error {
 	var errs []error
 	if a.veth != nil {
 		errs = append(errs, a.veth.Close())
+		crashPoint("attach:teardown:veth")
 	}
 	errs = append(errs, a.release())
 	return errors.Join(errs...)
@@ -554,17 +555,21 @@ func (nw *Network) teardown() error {
 	attached := nw.attached
 	nw.attached = map[*Attachment]struct{}{}
 	nw.mu.Unlock()
+	crashPoint("network:teardown")
 	for i := len(nw.undo) - 1; i >= 0; i-- {
 		errs = append(errs, nw.undo[i]())
+		crashPoint("network:teardown:nat")
 	}
 	// The bridge joins its ports' group, so that one request deletes it
 	// with all of them: the kernel then pays its unregister waits once.
 	withBridge := nw.br != nil && nw.br.owned && !nw.br.closed.Load() &&
 		nw.ns.h.LinkSetGroup(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: nw.br.index}}, int(nw.group)) == nil
 	errs = append(errs, nw.detachAll(attached, withBridge))
+	crashPoint("network:teardown:links")
 	if nw.br != nil {
 		errs = append(errs, nw.br.Close())
 	}
+	crashPoint("network:teardown:bridge")
 	for _, p := range nw.pools {
 		errs = append(errs, p.Close())
 	}
@@ -613,6 +618,7 @@ func (nw *Network) detachAll(attached map[*Attachment]struct{}, withBridge bool)
 			}
 		}
 		errs = append(errs, a.release())
+		crashPoint("network:teardown:release")
 	}
 	return errors.Join(errs...)
 }

@@ -20,10 +20,10 @@ func TestRoutes(t *testing.T) {
 	require.NoError(t, err)
 
 	want := []podnet.Route{
-		{Gateway: ip("10.5.0.1")},                                       // default v4
-		{Gateway: ip("fd05::1")},                                        // default v6
+		{Gateway: ip("10.5.0.1")}, // default v4
+		{Gateway: ip("fd05::1")},  // default v6
 		{Dst: pfx("172.16.0.0/16"), Gateway: ip("10.5.0.1"), Metric: 50}, // static via gateway
-		{Dst: pfx("198.51.100.0/24"), Dev: "eth0"},                      // device route
+		{Dst: pfx("198.51.100.0/24"), Dev: "eth0"},                       // device route
 		{Dst: pfx("203.0.113.0/24"), Gateway: ip("10.5.0.1"), Table: 100},
 		{Dst: pfx("2001:db8:1::/48"), Gateway: ip("fd05::1"), Dev: "eth0", Metric: 7},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync/atomic"
 )
 
@@ -26,6 +27,7 @@ type TopologySpec struct {
 	nets     []*topoNet
 	nodes    []*topoNode
 	internet *topoInternet
+	store    string
 	errs     []error
 }
 
@@ -60,6 +62,11 @@ func (t *TopologySpec) Named(prefix string) *TopologySpec {
 	t.named, t.prefix = true, prefix
 	return t
 }
+
+// Store keeps the networks' address pools in dir (a subdirectory per
+// network), so that allocations are durable and a sweep can release those
+// of a process that died.
+func (t *TopologySpec) Store(dir string) *TopologySpec { t.store = dir; return t }
 
 // Label sets the label of the lab's ownership marks.
 func (t *TopologySpec) Label(label string) *TopologySpec { t.label = label; return t }
@@ -305,6 +312,9 @@ func (t *TopologySpec) create(ctx context.Context) (lab *Lab, err error) {
 		if n.masq {
 			spec.Masquerade()
 		}
+		if t.store != "" {
+			spec.Store(filepath.Join(t.store, n.name))
+		}
 		nw, err := spec.Create(ctx)
 		if err != nil {
 			return lab, err
@@ -454,11 +464,14 @@ func (lab *Lab) Close() error {
 func (lab *Lab) teardown() error {
 	var errs []error
 	for i := len(lab.netOrder) - 1; i >= 0; i-- {
+		crashPoint("lab:teardown:network")
 		errs = append(errs, lab.netOrder[i].Close())
 	}
 	for i := len(lab.nsOrder) - 1; i >= 0; i-- {
+		crashPoint("lab:teardown:namespace")
 		errs = append(errs, lab.nsOrder[i].Close())
 	}
+	crashPoint("lab:teardown:uplink")
 	if lab.uplink != nil {
 		errs = append(errs, lab.uplink.Close())
 	}
