@@ -52,7 +52,7 @@ func newNATWorld(t *testing.T) *natWorld {
 	ctx := testCtx(t)
 	w := &natWorld{host: podnettest.Sandbox(t), internet: podnettest.Namespace(t), a: podnettest.Namespace(t), b: podnettest.Namespace(t)}
 	up, err := podnet.NewVethPair("uplink").In(w.host).Address(pfx(hostOutside+"/24")).
-		Peer("eth0", w.internet).PeerAddress(pfx(internetIP+"/24")).Create(ctx)
+		Peer("eth0", w.internet).PeerAddress(pfx(internetIP + "/24")).Create(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, up.Close()) })
 	require.NoError(t, w.host.AddDefaultRoute(ctx, ip(internetIP)))
