@@ -100,7 +100,7 @@ func (s *BridgeFirewallSpec) Create(ctx context.Context) (*BridgeFirewall, error
 				ruleLine{table: "filter", chain: chainIsolation, spec: "-i " + s.bridge + " ! -o " + s.bridge + " -m conntrack ! --ctstate DNAT " + commentArg(o.mark) + " -j " + chainIsolation2},
 				ruleLine{table: "filter", chain: chainIsolation2, spec: "-o " + s.bridge + " " + commentArg(o.mark) + " -j DROP"})
 			fams = append(fams, fam)
-			o.addFamily(fam, unitForward)
+			o.addFamily(fam, []*chainUnit{unitForward})
 			err := o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: []*chainUnit{unitForward}, rules: rules,
 				check: func(ts iptTables) error {
 					for _, r := range ts.table("filter").rules {
@@ -188,7 +188,7 @@ func (f *BridgeFirewall) Disallow(ctx context.Context, other string) error {
 		err = f.o.withLocked(ctx, func(ctx context.Context) error {
 			var errs []error
 			for _, fam := range f.fams {
-				errs = append(errs, f.o.st.removeLocked(ctx, f.o.ns, f.o.backend, fam, f.o.mark, f.isAllow(other), nil))
+				errs = append(errs, f.o.st.removeLocked(ctx, f.o.ns, f.o.backend, fam, removal{mark: f.o.mark, match: f.isAllow(other)}))
 			}
 			return errors.Join(errs...)
 		})

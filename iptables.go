@@ -31,10 +31,12 @@ import (
 // object and are removed, with the chains, by whichever podnet call finds
 // the chains otherwise empty. Every other rule carries the ownership mark of
 // the object that added it ("podnet:PID:START:KIND.ID[.LABEL]", see Mark) as
-// its comment, and Close removes exactly the rules bearing its mark. Rules
-// are read with iptables-save and written with one iptables-restore
-// --noflush --wait per call, so each Create or Close is a single atomic
-// batch per table, whatever the number of rules.
+// its comment, and Close removes exactly the rules bearing its mark. A
+// PortForward keeps its DNAT rules in a chain of its own, PODNET-PF-ID,
+// jumped to from PODNET-DNAT by a rule bearing its mark; Close flushes and
+// deletes that chain. Rules are read with iptables-save and written with
+// one iptables-restore --noflush --wait per call, so each Create or Close
+// is a single atomic batch per table, whatever the number of rules.
 
 // IptablesBackend selects which iptables implementation podnet drives in a
 // namespace. Both program the same kernel hooks; what matters is that podnet
@@ -85,6 +87,10 @@ const (
 	chainIsolation   = "PODNET-ISOLATION"
 	chainIsolation2  = "PODNET-ISOLATION2"
 	chainInput       = "PODNET-INPUT"
+
+	// chainPortForwardPrefix names a PortForward's own chain of DNAT rules:
+	// PODNET-PF-ID, ID being the 12 hex digits of its mark.
+	chainPortForwardPrefix = "PODNET-PF-"
 
 	// infraComment marks the jump rules shared by all of podnet's objects.
 	infraComment = "podnet"
@@ -455,11 +461,16 @@ func removeUnit(b *batch, t *iptTable, u *chainUnit, gone map[*iptRule]bool) {
 
 // ---- the per-namespace operations ----
 
+// ownChain is a chain that belongs to one object (named after its mark's
+// id): created with the object's rules, flushed and deleted by its Close.
+type ownChain struct{ table, name string }
+
 // iptPlan is what one object adds in one family.
 type iptPlan struct {
-	fam   int
-	units []*chainUnit
-	rules []ruleLine
+	fam    int
+	units  []*chainUnit
+	chains []ownChain // created after the units, before the rules
+	rules  []ruleLine
 	// check, if set, looks at the current rules before anything is added
 	// (for conflicts); its error aborts the plan.
 	check func(iptTables) error
@@ -508,6 +519,9 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 		for _, u := range p.units {
 			ensureUnit(&bt, ts.table(u.table), u)
 		}
+		for _, c := range p.chains {
+			bt.add(c.table, "-N "+c.name)
+		}
 		for _, r := range p.rules {
 			bt.add(r.table, r.line())
 		}
@@ -531,11 +545,20 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 	return lastErr
 }
 
-// removeLocked deletes, in one iptables-restore, the rules in podnet's
+// removal selects what removeLocked takes away: the rules in podnet's
 // chains that carry mark as their comment and for which match (if set)
-// holds, and then removes any of units left idle. Rules already gone count
-// as removed. The caller holds st.mu and ns.
-func (st *nsState) removeLocked(ctx context.Context, ns *Namespace, b IptablesBackend, fam int, mark string, match func(*iptRule) bool, units []*chainUnit) error {
+// holds, the object's own chains (flushed and deleted whole), and then any
+// of units left idle.
+type removal struct {
+	mark   string
+	match  func(*iptRule) bool
+	chains []ownChain
+	units  []*chainUnit
+}
+
+// removeLocked applies rm in one iptables-restore. Rules and chains already
+// gone count as removed. The caller holds st.mu and ns.
+func (st *nsState) removeLocked(ctx context.Context, ns *Namespace, b IptablesBackend, fam int, rm removal) error {
 	var lastErr error
 	for attempt := 0; attempt < restoreAttempts; attempt++ {
 		ts, err := st.save(ctx, ns, b, fam)
@@ -544,23 +567,35 @@ func (st *nsState) removeLocked(ctx context.Context, ns *Namespace, b IptablesBa
 		}
 		var bt batch
 		gone := map[*iptRule]bool{}
-		tables := []string{"nat", "filter"}
-		for _, tn := range tables {
+		own := map[string]bool{}
+		for _, c := range rm.chains {
+			own[c.table+"/"+c.name] = true
+		}
+		for _, tn := range []string{"nat", "filter"} {
 			t := ts[tn]
 			if t == nil {
 				continue
 			}
 			for _, r := range t.rules {
-				if isPodnetChain(r.chain) && r.comment() == mark && (match == nil || match(r)) {
+				switch {
+				case own[tn+"/"+r.chain]:
+					gone[r] = true // flushed with its chain below
+				case isPodnetChain(r.chain) && r.comment() == rm.mark && (rm.match == nil || rm.match(r)):
 					bt.add(tn, "-D "+r.chain+" "+r.spec)
 					gone[r] = true
 				}
 			}
 		}
+		for _, c := range rm.chains {
+			if t := ts[c.table]; t != nil && t.hasChain(c.name) {
+				bt.add(c.table, "-F "+c.name)
+				bt.add(c.table, "-X "+c.name)
+			}
+		}
 		// On the last attempt only remove the object's own rules: a chain
 		// that cannot be deleted must not keep them in place.
 		if attempt < restoreAttempts-1 {
-			for _, u := range units {
+			for _, u := range rm.units {
 				if t := ts[u.table]; t != nil && unitIdle(t, u, gone) {
 					removeUnit(&bt, t, u, gone)
 				}
@@ -704,15 +739,16 @@ func validateObjectLabel(l string) error {
 }
 
 // objectMark returns a fresh ownership mark for an object of kind, unique
-// to it: "podnet:PID:START:KIND.ID[.LABEL]".
-func objectMark(kind, label string) string {
+// to it, "podnet:PID:START:KIND.ID[.LABEL]", and its ID (12 hex digits).
+func objectMark(kind, label string) (mark, id string) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	l := kind + "." + hex.EncodeToString(b[:])
+	id = hex.EncodeToString(b[:])
+	l := kind + "." + id
 	if label != "" {
 		l += "." + label
 	}
-	return selfMark(l)
+	return selfMark(l), id
 }
 
 func familyOf(a netip.Addr) int {

@@ -192,11 +192,14 @@ func TestRulesCarryOwnerMark(t *testing.T) {
 		marks[strings.Trim(c, `"`)]++
 	}
 	assert.Len(t, marks, 3)
-	assert.Equal(t, 4, marks[pf.Mark()], "DNAT, hairpin and localhost NAT, localhost guard")
+	assert.Equal(t, 5, marks[pf.Mark()], "jump to its chain, DNAT, hairpin and localhost NAT, localhost guard")
 	assert.Equal(t, 1, marks[m.Mark()])
 	assert.Equal(t, 4, marks[fw.Mark()])
 	mk, _ := podnet.ParseMark(pf.Mark())
 	assert.Regexp(t, `^portforward\.[0-9a-f]{12}\.web$`, mk.Label)
+	id := strings.Split(mk.Label, ".")[1]
+	assert.Contains(t, rules, `-A PODNET-DNAT -m comment --comment "`+pf.Mark()+`" -j PODNET-PF-`+id)
+	assert.Contains(t, rules, `-A PODNET-PF-`+id+` -p tcp -m tcp --dport 8080 -m comment --comment "`+pf.Mark()+`" -j DNAT --to-destination 192.168.52.2:80`)
 }
 
 func TestCloseAfterNamespaceClosed(t *testing.T) {

@@ -131,7 +131,7 @@ func (s *MasqueradeSpec) Create(ctx context.Context) (*Masquerade, error) {
 		} else {
 			spec += " -j MASQUERADE"
 		}
-		o.addFamily(fam, unitPostrouting)
+		o.addFamily(fam, []*chainUnit{unitPostrouting})
 		return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: []*chainUnit{unitPostrouting},
 			rules: []ruleLine{{table: "nat", chain: chainPostrouting, spec: spec}}})
 	})

@@ -169,8 +169,10 @@ type owner struct {
 	st      *nsState
 	backend IptablesBackend
 	mark    string
+	id      string               // unique part of mark, names the object's own chains
 	fams    []int                // families with rules, in the order added
-	units   map[int][]*chainUnit // chains the rules live in, by family
+	units   map[int][]*chainUnit // podnet chains the rules live in, by family
+	chains  map[int][]ownChain   // chains of the object's own, by family
 	holds   []string             // sysctl keys held, in the order taken
 	closed  atomic.Bool
 }
@@ -195,7 +197,8 @@ func build(ctx context.Context, in *Namespace, kind, name, label string, want Ip
 	if err != nil {
 		return nil, err
 	}
-	o := &owner{kind: kind, name: name, ns: ns, st: st, mark: objectMark(kind, label), units: map[int][]*chainUnit{}}
+	o := &owner{kind: kind, name: name, ns: ns, st: st, units: map[int][]*chainUnit{}, chains: map[int][]ownChain{}}
+	o.mark, o.id = objectMark(kind, label)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if iptables {
@@ -214,8 +217,10 @@ func build(ctx context.Context, in *Namespace, kind, name, label string, want Ip
 	return o, nil
 }
 
-// addFamily records that o is about to add rules in fam, living in units.
-func (o *owner) addFamily(fam int, units ...*chainUnit) {
+// addFamily records that o is about to add rules in fam, living in units
+// and in chains of its own.
+func (o *owner) addFamily(fam int, units []*chainUnit, chains ...ownChain) {
+	o.chains[fam] = append(o.chains[fam], chains...)
 	for _, f := range o.fams {
 		if f == fam {
 			o.units[fam] = append(o.units[fam], units...)
@@ -245,7 +250,7 @@ func (o *owner) undoLocked(write bool) error {
 		defer cancel()
 		for i := len(o.fams) - 1; i >= 0; i-- {
 			fam := o.fams[i]
-			if err := o.st.removeLocked(ctx, o.ns, o.backend, fam, o.mark, nil, o.units[fam]); err != nil {
+			if err := o.st.removeLocked(ctx, o.ns, o.backend, fam, removal{mark: o.mark, chains: o.chains[fam], units: o.units[fam]}); err != nil {
 				errs = append(errs, fmt.Errorf("remove IPv%d rules: %w", fam, err))
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -248,10 +249,14 @@ func (s *PortForwardSpec) install(ctx context.Context, o *owner, fam int, ms []P
 	if localhost {
 		units = append(units, unitInput)
 	}
-	rules := make([]ruleLine, 0, len(ms)+3*len(outs))
+	// The DNAT rules live in a chain of the object's own, jumped to from
+	// PODNET-DNAT, so that Close is one flush however many there are.
+	own := ownChain{table: "nat", name: chainPortForwardPrefix + o.id}
+	rules := make([]ruleLine, 0, len(ms)+3*len(outs)+1)
 	for _, m := range ms {
-		rules = append(rules, ruleLine{table: "nat", chain: chainDNAT, spec: m.dnatRule(o.mark)})
+		rules = append(rules, ruleLine{table: "nat", chain: own.name, spec: m.dnatRule(o.mark)})
 	}
+	rules = append(rules, ruleLine{table: "nat", chain: chainDNAT, spec: commentArg(o.mark) + " -j " + own.name})
 	for _, out := range outs {
 		for _, sub := range out.subnets {
 			rules = append(rules, ruleLine{table: "nat", chain: chainPostrouting,
@@ -268,8 +273,8 @@ func (s *PortForwardSpec) install(ctx context.Context, o *owner, fam int, ms []P
 					spec: "-d 127.0.0.0/8 -i " + out.name + " -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT " + commentArg(o.mark) + " -j DROP"})
 		}
 	}
-	o.addFamily(fam, units...)
-	return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: units, rules: rules,
+	o.addFamily(fam, units, own)
+	return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: units, chains: []ownChain{own}, rules: rules,
 		check: func(ts iptTables) error { return checkForwarded(ts, ms, o.ns) }})
 }
 
@@ -277,7 +282,7 @@ func (s *PortForwardSpec) install(ctx context.Context, o *owner, fam int, ms []P
 func checkForwarded(ts iptTables, ms []PortMapping, ns *Namespace) error {
 	var errs []error
 	for _, r := range ts.table("nat").rules {
-		if r.chain != chainDNAT {
+		if !strings.HasPrefix(r.chain, chainPortForwardPrefix) || r.target() != "DNAT" {
 			continue
 		}
 		proto := Protocol(r.arg("-p"))
@@ -316,6 +321,7 @@ type outInterface struct {
 // namespace reaches them through. Local destinations need none. The caller
 // holds ns.
 func outInterfaces(ns *Namespace, ms []PortMapping) ([]outInterface, error) {
+	rr := &routeResolver{ns: ns, linkAddrs: map[int][]netip.Prefix{}, linkNames: map[int]string{}}
 	byName := map[string]*outInterface{}
 	seen := map[netip.Addr]bool{}
 	for _, m := range ms {
@@ -324,19 +330,17 @@ func outInterfaces(ns *Namespace, ms []PortMapping) ([]outInterface, error) {
 			continue
 		}
 		seen[a] = true
-		routes, err := ns.h.RouteGet(net.IP(a.AsSlice()))
-		if err != nil || len(routes) == 0 {
-			return nil, fmt.Errorf("%w: no route to destination %v in namespace %s: %w", ErrInvalidRoute, a, ns, err)
+		idx, err := rr.outLink(a)
+		if err != nil {
+			return nil, err
 		}
-		r := routes[0]
-		if r.Type == unix.RTN_LOCAL || r.LinkIndex == 0 {
-			continue
+		if idx == 0 {
+			continue // local
 		}
-		l, err := ns.h.LinkByIndex(r.LinkIndex)
+		name, err := rr.linkName(idx)
 		if err != nil {
 			return nil, fmt.Errorf("interface of the route to %v: %w", a, err)
 		}
-		name := l.Attrs().Name
 		if name == "lo" {
 			continue
 		}
@@ -345,7 +349,7 @@ func outInterfaces(ns *Namespace, ms []PortMapping) ([]outInterface, error) {
 			oi = &outInterface{name: name}
 			byName[name] = oi
 		}
-		addrs, err := listAddrs(ns.h, r.LinkIndex)
+		addrs, err := rr.addrs(idx)
 		if err != nil {
 			return nil, err
 		}
@@ -369,6 +373,125 @@ func outInterfaces(ns *Namespace, ms []PortMapping) ([]outInterface, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out, nil
+}
+
+// routeResolver answers "which interface does the namespace send packets
+// for a through" for many destinations. When the namespace's policy
+// routing is the default (rules for the local, main and default tables
+// only) it dumps the routes once and does the longest-prefix match itself;
+// otherwise, and for anything but a plain unicast route, it asks the
+// kernel per destination (`ip route get`).
+type routeResolver struct {
+	ns        *Namespace
+	dumped    map[int]bool            // family -> routes dumped
+	simple    map[int]bool            // family -> default policy rules
+	local     map[netip.Addr]bool     // the namespace's own addresses
+	routes    map[int][]netlink.Route // family -> main table unicast routes
+	linkAddrs map[int][]netip.Prefix
+	linkNames map[int]string
+}
+
+// outLink returns the index of the interface a is reached through, or 0
+// for a local address.
+func (rr *routeResolver) outLink(a netip.Addr) (int, error) {
+	fam := netlink.FAMILY_V4
+	if a.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	if err := rr.dump(fam); err != nil {
+		return 0, err
+	}
+	if rr.simple[fam] {
+		if rr.local[a] {
+			return 0, nil
+		}
+		best, bestBits, bestPrio := (*netlink.Route)(nil), -1, 0
+		for i := range rr.routes[fam] {
+			r := &rr.routes[fam][i]
+			p := ipNetToPrefix(r.Dst)
+			if r.Dst == nil {
+				p = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+				if a.Is6() {
+					p = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+				}
+			}
+			if !p.Contains(a) {
+				continue
+			}
+			if p.Bits() > bestBits || p.Bits() == bestBits && r.Priority < bestPrio {
+				best, bestBits, bestPrio = r, p.Bits(), r.Priority
+			}
+		}
+		if best != nil && best.Type == unix.RTN_UNICAST && best.LinkIndex > 0 && len(best.MultiPath) == 0 {
+			return best.LinkIndex, nil
+		}
+	}
+	routes, err := rr.ns.h.RouteGet(net.IP(a.AsSlice()))
+	if err != nil || len(routes) == 0 {
+		return 0, fmt.Errorf("%w: no route to destination %v in namespace %s: %w", ErrInvalidRoute, a, rr.ns, err)
+	}
+	if routes[0].Type == unix.RTN_LOCAL {
+		return 0, nil
+	}
+	return routes[0].LinkIndex, nil
+}
+
+func (rr *routeResolver) dump(fam int) error {
+	if rr.dumped[fam] {
+		return nil
+	}
+	if rr.dumped == nil {
+		rr.dumped, rr.simple, rr.routes = map[int]bool{}, map[int]bool{}, map[int][]netlink.Route{}
+	}
+	rr.dumped[fam] = true
+	rules, err := rr.ns.h.RuleList(fam)
+	if err != nil {
+		return err
+	}
+	want := map[[2]int]bool{{0, unix.RT_TABLE_LOCAL}: true, {32766, unix.RT_TABLE_MAIN}: true, {32767, unix.RT_TABLE_DEFAULT}: true}
+	for _, r := range rules {
+		if !want[[2]int{r.Priority, r.Table}] || r.Src != nil || r.Dst != nil || r.IifName != "" || r.OifName != "" || r.Mark != 0 || r.Invert {
+			return nil // policy routing in use: ask the kernel each time
+		}
+	}
+	if rr.local == nil {
+		rr.local = map[netip.Addr]bool{}
+		addrs, err := rr.ns.h.AddrList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, ad := range addrs {
+			rr.local[ipNetToPrefix(ad.IPNet).Addr()] = true
+		}
+	}
+	routes, err := rr.ns.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return err
+	}
+	rr.routes[fam] = routes
+	rr.simple[fam] = true
+	return nil
+}
+
+func (rr *routeResolver) linkName(idx int) (string, error) {
+	if n, ok := rr.linkNames[idx]; ok {
+		return n, nil
+	}
+	l, err := rr.ns.h.LinkByIndex(idx)
+	if err != nil {
+		return "", err
+	}
+	rr.linkNames[idx] = l.Attrs().Name
+	return l.Attrs().Name, nil
+}
+
+func (rr *routeResolver) addrs(idx int) ([]netip.Prefix, error) {
+	if a, ok := rr.linkAddrs[idx]; ok {
+		return a, nil
+	}
+	a, err := listAddrs(rr.ns.h, idx)
+	rr.linkAddrs[idx] = a
+	return a, err
 }
 
 // Mappings returns the forwarded mappings.

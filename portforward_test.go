@@ -1,13 +1,17 @@
 package podnet_test
 
 import (
+	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/podnet/podnet"
+	"github.com/podnet/podnet/podnettest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 )
 
 func TestPortForward(t *testing.T) {
@@ -104,4 +108,50 @@ func TestPortForward(t *testing.T) {
 			assert.Equal(t, before, takeSnapshot(t, w.host, be.b))
 		})
 	}
+}
+
+// TestPortForwardRouteLookup checks that the hairpin and localhost rules
+// name the interface the namespace really routes each destination through:
+// the most specific route, and policy routing when there is some.
+func TestPortForwardRouteLookup(t *testing.T) {
+	requireIptables(t)
+	ctx := testCtx(t)
+	host := podnettest.Sandbox(t)
+	addBridge(t, host, "br0", "10.50.0.1/16")
+	addBridge(t, host, "br1", "10.60.0.1/16")
+	require.NoError(t, host.AddRoute(ctx, podnet.Route{Dst: pfx("10.50.9.0/24"), Dev: "br1"}))
+	mapping := func(port int, to string) podnet.PortMapping {
+		return podnet.PortMapping{Proto: podnet.TCP, HostPort: port, To: netip.MustParseAddrPort(to)}
+	}
+	outs := func(pf *podnet.PortForward) []string {
+		var o []string
+		for _, r := range podnetRules(t, host, pf.Backend(), 4) {
+			if strings.Contains(r, pf.Mark()) && strings.Contains(r, "-s 127.0.0.0/8") {
+				o = append(o, strings.Fields(r[strings.Index(r, " -o ")+4:])[0])
+			}
+		}
+		return o
+	}
+	check := func(to string, want ...string) {
+		t.Helper()
+		pf, err := podnet.NewPortForward().In(host).Map(mapping(80, to)).Create(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, want, outs(pf), to)
+		require.NoError(t, pf.Close())
+	}
+	check("10.50.1.2:80", "br0")
+	check("10.50.9.2:80", "br1") // the more specific route
+	check("10.60.0.1:80")        // a local address: nothing to route
+
+	// A policy rule sending 10.50.1.0/24 through table 100, which says br1.
+	rule := netlink.NewRule()
+	rule.Priority, rule.Table, rule.Dst = 100, 100, prefixToIPNet(pfx("10.50.1.0/24"))
+	require.NoError(t, host.Handle().RuleAdd(rule))
+	require.NoError(t, host.AddRoute(ctx, podnet.Route{Dst: pfx("10.50.1.0/24"), Dev: "br1", Table: 100}))
+	check("10.50.1.2:80", "br1")
+	check("10.50.2.2:80", "br0")
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
