@@ -1,7 +1,5 @@
 package podnet
 
-import "os/exec"
-
 // SetProgramSearch makes podnet look programs up with look and then in
 // dirs, for tests that pretend iptables is not installed; the returned
 // function restores the defaults. Not safe to use while other tests run.
@@ -18,5 +16,3 @@ func NamespaceStates() int {
 	defer statesMu.Unlock()
 	return len(states)
 }
-
-var _ = exec.LookPath

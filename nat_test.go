@@ -24,20 +24,36 @@ func TestMasquerade(t *testing.T) {
 
 			mustFail(t, "without masquerade", func() (string, error) { return tcpGet(w.a, internetIP+":80", time.Second) })
 
-			m, err := podnet.NewMasquerade(pfx("192.168.52.0/24")).In(w.host).ExceptOut("br0").Backend(be.b).Create(ctx)
-			require.NoError(t, err)
-			assert.Equal(t, be.b, m.Backend())
-			got, err := tcpGet(w.a, internetIP+":80", 5*time.Second)
-			require.NoError(t, err)
-			assert.Equal(t, hostOutside, got, "the server must see the host's outside address")
+			for _, tc := range []struct {
+				name string
+				spec *podnet.MasqueradeSpec
+				rule string // the rule as iptables-save shows it, %s for the mark
+			}{
+				{"except bridge", podnet.NewMasquerade(pfx("192.168.52.0/24")).ExceptOut("br0"),
+					`-A PODNET-POSTROUTING -s 192.168.52.0/24 ! -o br0 -m comment --comment "%s" -j MASQUERADE`},
+				{"out uplink", podnet.NewMasquerade(pfx("192.168.52.0/24")).Out("uplink"),
+					`-A PODNET-POSTROUTING -s 192.168.52.0/24 -o uplink -m comment --comment "%s" -j MASQUERADE`},
+				{"leaving the prefix", podnet.NewMasquerade(pfx("192.168.52.0/24")),
+					`-A PODNET-POSTROUTING -s 192.168.52.0/24 ! -d 192.168.52.0/24 -m comment --comment "%s" -j MASQUERADE`},
+				{"fixed source", podnet.NewMasquerade(pfx("192.168.52.0/24")).ExceptOut("br0").ToSource(ip(hostOutside)),
+					`-A PODNET-POSTROUTING -s 192.168.52.0/24 ! -o br0 -m comment --comment "%s" -j SNAT --to-source ` + hostOutside},
+			} {
+				m, err := tc.spec.In(w.host).Backend(be.b).Create(ctx)
+				require.NoError(t, err, tc.name)
+				assert.Equal(t, be.b, m.Backend())
+				got, err := tcpGet(w.a, internetIP+":80", 5*time.Second)
+				require.NoError(t, err, tc.name)
+				assert.Equal(t, hostOutside, got, "%s: the server must see the host's outside address", tc.name)
 
-			rules := podnetRules(t, w.host, be.b, 4)
-			assert.Contains(t, rules, `-A POSTROUTING -m comment --comment podnet -j PODNET-POSTROUTING`)
-			assert.Contains(t, rules, `-A PODNET-POSTROUTING -s 192.168.52.0/24 ! -o br0 -m comment --comment "`+m.Mark()+`" -j MASQUERADE`)
-
-			require.NoError(t, m.Close())
-			require.NoError(t, m.Close())
-			assert.Equal(t, before, takeSnapshot(t, w.host, be.b))
+				rules := podnetRules(t, w.host, be.b, 4)
+				assert.Contains(t, rules, `-A POSTROUTING -m comment --comment podnet -j PODNET-POSTROUTING`)
+				assert.Contains(t, rules, fmt.Sprintf(tc.rule, m.Mark()))
+				require.NoError(t, m.Close())
+				require.NoError(t, m.Close())
+				assert.Equal(t, before, takeSnapshot(t, w.host, be.b), tc.name)
+			}
+			// Conntrack remembers the NAT of existing connections only: a
+			// new one fails again.
 			mustFail(t, "after Close", func() (string, error) { return tcpGet(w.a, internetIP+":80", time.Second) })
 		})
 	}

@@ -147,7 +147,10 @@ type PortForwardSpec struct {
 //
 // Forwarding must be on in the namespace (see NewForwarding) for
 // destinations outside it, and a FORWARD policy of DROP needs a
-// BridgeFirewall on the destination's bridge.
+// BridgeFirewall on the destination's bridge. Where br_netfilter is active
+// (bridge-nf-call-iptables=1), a namespace reaching its own forwarded port
+// has its frame bridged back out of the port it came in on, which needs
+// hairpin mode on that bridge port (VethSpec.Hairpin).
 func NewPortForward() *PortForwardSpec { return &PortForwardSpec{localhost: true} }
 
 // In installs the forwards in ns instead of the calling process's namespace.
