@@ -101,7 +101,7 @@ func (s *BridgeFirewallSpec) Create(ctx context.Context) (*BridgeFirewall, error
 				ruleLine{table: "filter", chain: chainIsolation2, spec: "-o " + s.bridge + " " + commentArg(o.mark) + " -j DROP"})
 			fams = append(fams, fam)
 			o.addFamily(fam, []*chainUnit{unitForward})
-			err := o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: []*chainUnit{unitForward}, rules: rules,
+			err := o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, mark: o.mark, units: []*chainUnit{unitForward}, rules: rules,
 				check: func(ts iptTables) error {
 					for _, r := range ts.table("filter").rules {
 						if r.chain == chainIsolation2 && r.arg("-o") == s.bridge {
@@ -159,7 +159,7 @@ func (f *BridgeFirewall) Allow(ctx context.Context, other string) error {
 	if err == nil {
 		err = f.o.withLocked(ctx, func(ctx context.Context) error {
 			for _, fam := range f.fams {
-				err := f.o.st.applyLocked(ctx, f.o.ns, f.o.backend, iptPlan{fam: fam, units: []*chainUnit{unitForward}, rules: f.allowRules(other),
+				err := f.o.st.applyLocked(ctx, f.o.ns, f.o.backend, iptPlan{fam: fam, mark: f.o.mark, units: []*chainUnit{unitForward}, rules: f.allowRules(other),
 					check: func(ts iptTables) error {
 						for _, r := range ts.table("filter").rules {
 							if r.comment() == f.o.mark && f.isAllow(other)(r) {

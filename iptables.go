@@ -468,6 +468,7 @@ type ownChain struct{ table, name string }
 // iptPlan is what one object adds in one family.
 type iptPlan struct {
 	fam    int
+	mark   string // the mark the rules carry
 	units  []*chainUnit
 	chains []ownChain // created after the units, before the rules
 	rules  []ruleLine
@@ -497,6 +498,23 @@ func (st *nsState) restore(ctx context.Context, ns *Namespace, b IptablesBackend
 	return err
 }
 
+// partlyApplied reports whether any of p's rules or chains are in ts.
+func (p iptPlan) partlyApplied(ts iptTables) bool {
+	for _, c := range p.chains {
+		if ts.table(c.table).hasChain(c.name) {
+			return true
+		}
+	}
+	for _, r := range p.rules {
+		for _, have := range ts.table(r.table).rules {
+			if have.chain == r.chain && have.comment() == p.mark {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // restoreAttempts bounds the read-modify-write retries when another process
 // changes the same tables between podnet's read and its write.
 const restoreAttempts = 3
@@ -505,10 +523,16 @@ const restoreAttempts = 3
 // iptables-restore. The caller holds st.mu and ns.
 func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBackend, p iptPlan) error {
 	var lastErr error
+	tables := 0 // tables the last failed write touched
 	for attempt := 0; attempt < restoreAttempts; attempt++ {
 		ts, err := st.save(ctx, ns, b, p.fam)
 		if err != nil {
 			return err
+		}
+		if tables > 1 && p.partlyApplied(ts) {
+			// iptables-restore commits table by table: the failed write
+			// may have left some of p behind. The caller's undo removes it.
+			return lastErr
 		}
 		if p.check != nil {
 			if err := p.check(ts); err != nil {
@@ -528,6 +552,7 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 		if bt.empty() {
 			return nil
 		}
+		tables = len(bt.order)
 		if lastErr = st.restore(ctx, ns, b, p.fam, bt.bytes()); lastErr == nil {
 			if b == IptablesNFT {
 				for _, t := range bt.order {
@@ -536,7 +561,7 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 					}
 				}
 			}
-			return nil
+			return faultPoint("iptables:applied")
 		}
 		if ctx.Err() != nil {
 			break

@@ -295,3 +295,43 @@ func TestNATBadInput(t *testing.T) {
 	assert.Equal(t, snapshot{"", ""}, takeSnapshot(t, host, podnet.IptablesNFT))
 	assert.Zero(t, podnet.NamespaceStates())
 }
+
+// TestNATRollback fails Create after each batch it applies, and checks that
+// what the earlier batches added is gone again.
+func TestNATRollback(t *testing.T) {
+	requireIptables(t)
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			host := podnettest.Sandbox(t)
+			addBridge(t, host, "br0", "10.50.0.1/16", "fd50::1/64")
+			ipt(t, host, be.b, 4, "-t", "nat", "-A", "POSTROUTING", "-s", "10.99.0.0/16", "-j", "MASQUERADE")
+			before := takeSnapshot(t, host, be.b)
+			for n := 1; n <= 2; n++ {
+				injected := errors.New("injected")
+				calls := 0
+				restore := podnet.SetFaultHook(func(p string) error {
+					if p == "iptables:applied" {
+						if calls++; calls == n {
+							return injected
+						}
+					}
+					return nil
+				})
+				_, err := podnet.NewPortForward().In(host).Backend(be.b).
+					Map(podnet.PortMapping{Proto: podnet.TCP, HostPort: 80, To: netip.MustParseAddrPort("10.50.0.2:80")},
+						podnet.PortMapping{Proto: podnet.TCP, HostPort: 80, To: netip.MustParseAddrPort("[fd50::2]:80")}).Create(ctx)
+				require.ErrorIs(t, err, injected, "port forward, batch %d", n)
+				calls = 0
+				_, err = podnet.NewBridgeFirewall("br0", pfx("10.50.0.0/16"), pfx("fd50::/64")).In(host).Backend(be.b).Create(ctx)
+				require.ErrorIs(t, err, injected, "firewall, batch %d", n)
+				restore()
+				assert.Equal(t, before, takeSnapshot(t, host, be.b), "after a failure at batch %d", n)
+				v, err := host.Sysctl("net.ipv4.conf.br0.route_localnet")
+				require.NoError(t, err)
+				assert.Equal(t, "0", v)
+				assert.Zero(t, podnet.NamespaceStates())
+			}
+		})
+	}
+}

@@ -132,7 +132,7 @@ func (s *MasqueradeSpec) Create(ctx context.Context) (*Masquerade, error) {
 			spec += " -j MASQUERADE"
 		}
 		o.addFamily(fam, []*chainUnit{unitPostrouting})
-		return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: []*chainUnit{unitPostrouting},
+		return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, mark: o.mark, units: []*chainUnit{unitPostrouting},
 			rules: []ruleLine{{table: "nat", chain: chainPostrouting, spec: spec}}})
 	})
 	if err != nil {

@@ -277,7 +277,7 @@ func (s *PortForwardSpec) install(ctx context.Context, o *owner, fam int, ms []P
 		}
 	}
 	o.addFamily(fam, units, own)
-	return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, units: units, chains: []ownChain{own}, rules: rules,
+	return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, mark: o.mark, units: units, chains: []ownChain{own}, rules: rules,
 		check: func(ts iptTables) error { return checkForwarded(ts, ms, o.ns) }})
 }
 
