@@ -182,6 +182,11 @@ var errAlreadyAllowed = errors.New("already allowed")
 
 // Disallow takes back what Allow(other) permitted. Disallowing what was not
 // allowed is harmless.
+//
+// Equivalent to:
+//
+//	iptables -D PODNET-ISOLATION -i BRIDGE -o OTHER -m comment --comment MARK -j RETURN
+//	iptables -D PODNET-ISOLATION -i OTHER -o BRIDGE -m comment --comment MARK -j RETURN
 func (f *BridgeFirewall) Disallow(ctx context.Context, other string) error {
 	err := f.checkOther(other)
 	if err == nil {

@@ -95,7 +95,8 @@ const (
 	// infraComment marks the jump rules shared by all of podnet's objects.
 	infraComment = "podnet"
 
-	// iptablesTimeout bounds one Close of an iptables object.
+	// iptablesTimeout bounds the iptables work of one Close (which takes no
+	// context) and of backend detection.
 	iptablesTimeout = 30 * time.Second
 )
 

@@ -151,12 +151,45 @@ func TestConcurrentObjects(t *testing.T) {
 					}
 				}()
 			}
+			// Meanwhile another program changes the same tables, as another
+			// process would; podnet must neither lose nor take its rules.
+			foreign := make(chan []byte, 1)
+			go func() {
+				var out []byte
+				for k := 0; k < 15; k++ {
+					for _, args := range [][]string{
+						{"-A", "INPUT", "-s", fmt.Sprintf("10.77.%d.0/24", k), "-j", "ACCEPT"},
+						{"-t", "nat", "-A", "POSTROUTING", "-s", fmt.Sprintf("10.78.%d.0/24", k), "-j", "MASQUERADE"},
+					} {
+						o, err := host.Command(iptablesProg(be.b, 4, ""), append([]string{"--wait"}, args...)...).CombinedOutput()
+						if err != nil {
+							out = append(out, o...)
+						}
+					}
+				}
+				foreign <- out
+			}()
 			wg.Wait()
 			close(errs)
 			for err := range errs {
 				assert.NoError(t, err)
 			}
-			assert.Equal(t, before, takeSnapshot(t, host, be.b))
+			require.Empty(t, string(<-foreign))
+			after := saveRules(t, host, be.b, 4)
+			for k := 0; k < 15; k++ {
+				assert.Contains(t, after, fmt.Sprintf("-A INPUT -s 10.77.%d.0/24 -j ACCEPT", k))
+				assert.Contains(t, after, fmt.Sprintf("-A POSTROUTING -s 10.78.%d.0/24 -j MASQUERADE", k))
+				ipt(t, host, be.b, 4, "-D", "INPUT", "-s", fmt.Sprintf("10.77.%d.0/24", k), "-j", "ACCEPT")
+				ipt(t, host, be.b, 4, "-t", "nat", "-D", "POSTROUTING", "-s", fmt.Sprintf("10.78.%d.0/24", k), "-j", "MASQUERADE")
+			}
+			assert.NotContains(t, after, "PODNET")
+			// With nf_tables, the tables the other program used stay (empty):
+			// podnet deletes only tables it alone created.
+			final := takeSnapshot(t, host, be.b)
+			for i := range final {
+				final[i] = dropEmptyTables(final[i])
+			}
+			assert.Equal(t, before, final)
 		})
 	}
 }

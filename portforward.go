@@ -53,7 +53,11 @@ func (m PortMapping) hostPorts() string {
 }
 
 func (m PortMapping) String() string {
-	return fmt.Sprintf("%s %s -> %v", m.Proto, m.hostPorts(), m.To)
+	to := m.To.String()
+	if !m.To.Addr().IsValid() {
+		to = "(no destination)"
+	}
+	return fmt.Sprintf("%s %s -> %s", m.Proto, m.hostPorts(), to)
 }
 
 func (m PortMapping) validate() error {
