@@ -554,6 +554,17 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 			return nil
 		}
 		tables = len(bt.order)
+		if b == IptablesNFT {
+			// Tables this batch creates are recorded first, so that a
+			// sweep can delete them if this process dies.
+			for _, t := range bt.order {
+				if _, ok := ts[t]; !ok {
+					if err := putRecord(st.key, "nft", nftKey(p.fam, t)); err != nil {
+						return err
+					}
+				}
+			}
+		}
 		if lastErr = st.restore(ctx, ns, b, p.fam, bt.bytes()); lastErr == nil {
 			if b == IptablesNFT {
 				for _, t := range bt.order {
@@ -672,7 +683,9 @@ func (st *nsState) dropNFTTablesLocked(ns *Namespace, fam int, ts iptTables, gon
 		delete(st.nftNew, key)
 		// Best effort: the kernel refuses (and nothing changes) if anything
 		// was added to the table meanwhile.
-		_ = nftDeleteTableIfEmpty(ns, fam, tn, builtinChains[tn])
+		if nftDeleteTableIfEmpty(ns, fam, tn, builtinChains[tn]) == nil {
+			dropRecord(st.key, "nft", key)
+		}
 	}
 }
 

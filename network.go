@@ -82,7 +82,7 @@ func (s *NetworkSpec) IsolatePorts(on bool) *NetworkSpec { s.isolated = on; retu
 
 func (s *NetworkSpec) validate() error {
 	var errs []error
-	errs = append(errs, ValidateLinkName(s.bridge), validateMTU(s.mtu), validateLabel(s.label))
+	errs = append(errs, ValidateLinkName(s.bridge), validateMTU(s.mtu), validateObjectLabel(s.label))
 	var v4, v6 int
 	for _, p := range s.subnets {
 		switch {
@@ -133,6 +133,10 @@ type Network struct {
 	group uint32
 	port  PortOptions
 	undo  []func() error // NAT and forwarding, in creation order
+
+	natMu    sync.Mutex
+	firewall *BridgeFirewall
+	masq     bool
 
 	mu       sync.Mutex
 	attached map[*Attachment]struct{}
@@ -556,8 +560,12 @@ func (nw *Network) teardown() error {
 	nw.attached = map[*Attachment]struct{}{}
 	nw.mu.Unlock()
 	crashPoint("network:teardown")
-	for i := len(nw.undo) - 1; i >= 0; i-- {
-		errs = append(errs, nw.undo[i]())
+	nw.natMu.Lock()
+	undo := nw.undo
+	nw.undo, nw.firewall = nil, nil
+	nw.natMu.Unlock()
+	for i := len(undo) - 1; i >= 0; i-- {
+		errs = append(errs, undo[i]())
 		crashPoint("network:teardown:nat")
 	}
 	// The bridge joins its ports' group, so that one request deletes it

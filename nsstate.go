@@ -115,6 +115,11 @@ func (st *nsState) holdSysctlLocked(ns *Namespace, key, value string) error {
 		if old == value {
 			return nil
 		}
+		// Recorded first, so a sweep can put the old value back if this
+		// process dies while holding it.
+		if err := putRecord(st.key, "sysctl", key, old, value); err != nil {
+			return err
+		}
 		return writeSysctl(key, value)
 	})
 	if err != nil {
@@ -137,7 +142,11 @@ func (st *nsState) releaseSysctlLocked(ns *Namespace, key string, write bool) er
 		return nil
 	}
 	delete(st.holds, key)
-	if !write || h.orig == h.value {
+	if h.orig == h.value {
+		return nil
+	}
+	defer dropRecord(st.key, "sysctl", key)
+	if !write {
 		return nil
 	}
 	err := onThreadIn(ns.fd, func() error {

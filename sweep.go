@@ -22,6 +22,10 @@ type Object struct {
 	Store     string // for an address: the pool store directory
 	Mark      Mark   // who made it
 	Alive     bool   // whether the owner process is still running
+
+	backend IptablesBackend // for an iptables rule
+	fam     int             // for an iptables rule
+	rec     *stateRecord    // for a crash record
 }
 
 func (o Object) String() string {
@@ -266,6 +270,8 @@ func Sweep(ctx context.Context, opts ...SweepOption) ([]Object, error) {
 			})
 		case "iptables-rule":
 			err = inNamespace(root, ob.Namespace, func(ns *Namespace) error { return deleteMarkedRule(ns, ob) })
+		case "sysctl-record", "nft-record":
+			continue // after the rules, below
 		default:
 			for _, s := range o.stores {
 				if e := s.release(ob); e != nil {
@@ -275,6 +281,17 @@ func Sweep(ctx context.Context, opts ...SweepOption) ([]Object, error) {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", ob, err))
+			continue
+		}
+		removed = append(removed, ob)
+	}
+	// Records last: a table can only go once the rules in it are gone.
+	for _, ob := range objs {
+		if ob.Alive || ob.rec == nil || (ob.Namespace != "" && deadNS[ob.Namespace]) || o.dryRun {
+			continue
+		}
+		if err := inNamespace(root, ob.Namespace, func(ns *Namespace) error { return undoRecord(ns, ob) }); err != nil {
+			errs = append(errs, fmt.Errorf("undo %s: %w", ob, err))
 			continue
 		}
 		removed = append(removed, ob)

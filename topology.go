@@ -134,6 +134,9 @@ func (t *TopologySpec) validate() (*parsedTopo, error) {
 		}
 		names[name] = kind
 	}
+	if err := validateObjectLabel(t.label); err != nil {
+		errs = append(errs, err)
+	}
 	if t.named {
 		if t.prefix != "" {
 			if err := ValidateNamespaceName(t.prefix); err != nil {
@@ -363,7 +366,7 @@ func labelOr(label, name string) string {
 	if label == "" {
 		return name
 	}
-	return label + "/" + name
+	return label + "." + name
 }
 
 // buildInternet makes the internet namespace and the uplink to it.
