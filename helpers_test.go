@@ -101,6 +101,9 @@ func tcpRoundTrip(ctx context.Context, client *podnet.Namespace, addr string) er
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		os.Exit(crashChild())
+	}
 	os.Exit(m.Run())
 }
 

@@ -66,8 +66,8 @@ type storeSweeper interface {
 }
 
 // SweepStore makes List and Sweep also look at the pool store in dir (or,
-// if dir holds no store, at the stores in its subdirectories, as
-// NetworkSpec.Store makes them): allocations whose owner key is a podnet
+// if dir holds no store, at the stores up to three levels below it, as
+// NetworkSpec.Store and TopologySpec.Store make them): allocations whose owner key is a podnet
 // ownership mark. Allocations under other keys (such as a CNI runtime's
 // container IDs) are left alone; those are for ipam.Pool.GC.
 func SweepStore(dir string) SweepOption {
@@ -77,18 +77,24 @@ func SweepStore(dir string) SweepOption {
 type poolStore string
 
 func (ps poolStore) dirs() []string {
-	dir := string(ps)
-	if _, err := os.Stat(filepath.Join(dir, "journal")); err == nil {
-		return []string{dir}
-	}
 	var out []string
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		sub := filepath.Join(dir, e.Name())
-		if _, err := os.Stat(filepath.Join(sub, "journal")); e.IsDir() && err == nil {
-			out = append(out, sub)
+	var walk func(dir string, depth int)
+	walk = func(dir string, depth int) {
+		if _, err := os.Lstat(filepath.Join(dir, "journal")); err == nil {
+			out = append(out, dir)
+			return
+		}
+		if depth == 0 {
+			return
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.IsDir() { // never follows symbolic links
+				walk(filepath.Join(dir, e.Name()), depth-1)
+			}
 		}
 	}
+	walk(string(ps), 3)
 	return out
 }
 
