@@ -27,9 +27,10 @@
 // for the host; the host's links, routes and iptables are never touched.
 // External programs (CNI plugins, iptables, bash) run with their process
 // inside the sandbox. The process re-executes itself in a private mount
-// namespace with a tmpfs on /run/netns, so named namespaces (the shell's
-// `ip netns add`) never appear in the host's /run/netns, and nothing
-// outlives the process even if it is killed.
+// namespace with a tmpfs on /run/netns and on /run/podnet, so named
+// namespaces (the shell's `ip netns add`) and podnet's crash records never
+// appear in the host's /run, and nothing outlives the process even if it
+// is killed.
 package main
 
 import (
@@ -128,6 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error) {
 	start := time.Now()
+	loadBefore := loadavg()
 	progress := func(s string) { fmt.Fprintf(stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), s) }
 	tmp, err := os.MkdirTemp("", "podnet-bench-")
 	if err != nil {
@@ -176,6 +178,7 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err erro
 	for _, line := range machine(ctx, env) {
 		fmt.Fprintf(stdout, "- %s\n", line)
 	}
+	fmt.Fprintf(stdout, "- load average (1, 5, 15 min; the machine is shared): %s at the start, %s at the end\n", loadBefore, loadavg())
 	writeTable(stdout, rs, c)
 	if cfg.jsonPath != "" {
 		if err := writeFileWith(cfg.jsonPath, func(w io.Writer) error { return writeJSON(w, rs) }); err != nil {
@@ -229,6 +232,19 @@ func machine(ctx context.Context, env *attachEnv) []string {
 		lines = append(lines, "CNI plugins: bridge + host-local "+env.cni.version+", driven through libcni")
 	}
 	return lines
+}
+
+// loadavg returns the first three fields of /proc/loadavg.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cstr(b []int8) string {

@@ -39,7 +39,7 @@ type natKind struct {
 }
 
 var natKinds = []natKind{
-	{"podnet", "NewPortForward().Map(n mappings).Create: one iptables-restore per family; Close likewise",
+	{"podnet", "NewPortForward().Map(n mappings).Create with default options (a DNAT rule per forward in its own chain, jumped to from PREROUTING and OUTPUT, plus hairpin and localhost rules per bridge): one iptables-restore per family; Close likewise",
 		func(sb *sandbox) forwarder { return &podnetForwarder{sb: sb} }},
 	{"iptables-exec", "one `iptables -t nat -A PREROUTING ... -j DNAT` exec per forward; -D per forward to remove",
 		func(sb *sandbox) forwarder { return &execForwarder{sb: sb} }},

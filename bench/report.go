@@ -150,6 +150,19 @@ func fmtNs(ns float64) string {
 	}
 }
 
+// fmtRatio formats a ratio with two decimals, or two significant digits
+// when it is below 0.1, and no decimals from 100 up.
+func fmtRatio(r float64) string {
+	switch {
+	case r >= 100:
+		return fmt.Sprintf("%.0f", r)
+	case r >= 0.1:
+		return fmt.Sprintf("%.2f", r)
+	default:
+		return fmt.Sprintf("%.2g", r)
+	}
+}
+
 func sig3(v float64) string {
 	switch {
 	case v >= 100:
@@ -184,6 +197,9 @@ func writeTable(w io.Writer, rs []Result, c *collector) {
 		}
 		unit := map[string]string{"attach": "per namespace", "ipam": "per allocate+release pair, 1,000 addresses held", "nat": "per port forward"}[suite]
 		fmt.Fprintf(w, "\n### %s (%s; in parentheses: ratio to %s)\n\n", suite, unit, baseline[suite])
+		if suite == "attach" {
+			fmt.Fprintf(w, "Setup counts the network's creation and teardown its removal, spread over the n namespaces; teardown-batch's ratio is to podnet's one-by-one teardown.\n\n")
+		}
 		fmt.Fprintf(w, "| n | op | %s |\n", strings.Join(impls, " | "))
 		fmt.Fprintf(w, "|--:|----|%s\n", strings.Repeat("--:|", len(impls)))
 		type row struct {
@@ -208,7 +224,7 @@ func writeTable(w io.Writer, rs []Result, c *collector) {
 				case !ok:
 					fmt.Fprint(w, " |")
 				case r.RatioToPodnet > 0:
-					fmt.Fprintf(w, " %s (%.2f) |", fmtNs(r.NsPerOp), r.RatioToPodnet)
+					fmt.Fprintf(w, " %s (%s) |", fmtNs(r.NsPerOp), fmtRatio(r.RatioToPodnet))
 				default:
 					fmt.Fprintf(w, " %s |", fmtNs(r.NsPerOp))
 				}

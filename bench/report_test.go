@@ -49,6 +49,14 @@ func TestResults(t *testing.T) {
 	}
 }
 
+func TestFmtRatio(t *testing.T) {
+	for r, want := range map[float64]string{1: "1.00", 0.5: "0.50", 392.74: "393", 0.0035: "0.0035", 12.345: "12.35"} {
+		if got := fmtRatio(r); got != want {
+			t.Errorf("fmtRatio(%v) = %q, want %q", r, got, want)
+		}
+	}
+}
+
 func TestFmtNs(t *testing.T) {
 	for ns, want := range map[float64]string{999: "999 ns", 1500: "1.50 µs", 25e6: "25.0 ms", 123e6: "123 ms", 2.5e9: "2.50 s"} {
 		if got := fmtNs(ns); got != want {
