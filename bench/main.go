@@ -49,6 +49,7 @@ import (
 )
 
 type config struct {
+	args     []string // as given, for the report
 	quick    bool
 	jsonPath string
 	svgPath  string
@@ -62,7 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprintf(stderr, "usage (as root, from the bench directory): go run . [-quick] [-json FILE] [-svg FILE] [-suites attach,ipam,nat]\n")
 		fs.PrintDefaults()
 	}
-	c := &config{}
+	c := &config{args: args}
 	fs.BoolVar(&c.quick, "quick", false, "small sizes only (attach N = 1, 10; nat n = 1, 10; less ipam churn)")
 	fs.StringVar(&c.jsonPath, "json", "", "write one JSON object per result and line to `FILE`")
 	fs.StringVar(&c.svgPath, "svg", "", "write the attach suite's plot to `FILE` (SVG)")
@@ -170,10 +171,7 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err erro
 	progress("done")
 
 	rs := c.results()
-	cmdline := "cd bench && go run ."
-	if cfg.quick {
-		cmdline += " -quick"
-	}
+	cmdline := strings.Join(append([]string{"cd bench && go run ."}, cfg.args...), " ")
 	fmt.Fprintf(stdout, "## podnet benchmarks\n\n`%s` (%s)\n\n", cmdline, time.Since(start).Round(time.Second))
 	for _, line := range machine(ctx, env) {
 		fmt.Fprintf(stdout, "- %s\n", line)
