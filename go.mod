@@ -10,4 +10,7 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require go.yaml.in/yaml/v3 v3.0.5 // indirect
+require (
+	github.com/containernetworking/cni v1.3.1 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+)
