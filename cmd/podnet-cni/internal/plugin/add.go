@@ -157,7 +157,7 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 
 	resRoutes, routes := c.routes(allocs, args.IfName)
 	for _, r := range routes {
-		if err := cns.AddRoute(ctx, r); err != nil {
+		if err := addRoute(ctx, cns, r); err != nil {
 			return nil, internal(fmt.Sprintf("add route %v in the container", r), err)
 		}
 	}
@@ -189,6 +189,30 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 		return nil, internal("mark the host end of the veth pair", err)
 	}
 	return result, nil
+}
+
+// addRoute installs r in the container. If the container has a route to
+// the destination with the same metric already, through another
+// attachment, r is added beside it (without NLM_F_EXCL), as the reference
+// plugin does: an IPv4 route goes first, an IPv6 one becomes a next hop
+// of a multipath route.
+//
+// Equivalent to: `ip route add DST via GW dev IFNAME metric M`, falling back
+// to the same without NLM_F_EXCL.
+func addRoute(ctx context.Context, cns *podnet.Namespace, r podnet.Route) error {
+	err := cns.AddRoute(ctx, r)
+	if !errors.Is(err, podnet.ErrExists) {
+		return err
+	}
+	l, lerr := cns.Handle().LinkByName(r.Dev)
+	if lerr != nil {
+		return errors.Join(err, lerr)
+	}
+	nr := &netlink.Route{Dst: ipNet(r.Dst), LinkIndex: l.Attrs().Index, Priority: r.Metric, Table: r.Table}
+	if r.Gateway.IsValid() {
+		nr.Gw = r.Gateway.AsSlice()
+	}
+	return cns.Handle().RouteAddEcmp(nr)
 }
 
 // setupNetwork makes sure of what the attachments of the network share:
