@@ -113,8 +113,7 @@ type Masquerade struct {
 
 // Create installs the rule, creating podnet's chains and the jump to them
 // if they are missing. With Key, a rule already installed under the key
-// (by any process) is left as it is and Create adds nothing; Close then
-// removes nothing either.
+// (by any process) is left as it is and Create adds nothing.
 func (s *MasqueradeSpec) Create(ctx context.Context) (*Masquerade, error) {
 	name := s.src.String()
 	if err := s.validate(); err != nil {
@@ -153,9 +152,8 @@ func (s *MasqueradeSpec) Create(ctx context.Context) (*Masquerade, error) {
 		}
 		o.addFamily(fam, []*chainUnit{unitPostrouting})
 		err := o.st.applyLocked(ctx, o.ns, o.backend, plan)
-		if errors.Is(err, errKeyInstalled) {
-			// Nothing was written; the installed rule is not this
-			// object's to remove.
+		if s.key != "" && (err == nil || errors.Is(err, errKeyInstalled)) {
+			// The rule belongs to no object: Close must leave it.
 			o.fams, o.units = nil, map[int][]*chainUnit{}
 			return nil
 		}
@@ -178,5 +176,6 @@ func (m *Masquerade) Mark() string { return m.o.mark }
 
 // Close removes the rule, and podnet's chains and jumps if nothing else of
 // podnet's is left in them. It is idempotent; a rule or namespace already
-// gone counts as success.
+// gone counts as success. A rule installed under a Key is left in place:
+// MasqueradeSpec.Remove removes it.
 func (m *Masquerade) Close() error { return m.o.close() }

@@ -14,8 +14,10 @@ import (
 // as a CNI plugin, needs rules that outlive it and that a later process
 // can find and remove. Such a rule is installed under a key of the
 // caller's choosing and carries "podnet-key:KEY" as its comment instead of
-// a mark: it belongs to no process, Sweep never touches it, Create is
-// idempotent across processes, and Remove takes it away from any process.
+// a mark: it belongs to no process and to no Go object. Sweep never
+// touches it, Create is idempotent across processes, Close of the
+// Masquerade only releases the Go object, and Remove takes the rule away
+// from any process.
 
 // keyPrefix starts the comment of a keyed rule. It is not a mark prefix
 // ("podnet:"), so ParseMark, List and Sweep pass keyed rules by.
@@ -28,8 +30,8 @@ var errKeyInstalled = errors.New("a rule is installed under the key")
 
 // Key installs the rule under key (letters, digits, '-', '_' and '.', at
 // most 200 bytes) instead of under this process's ownership mark, so that
-// it outlives the process: see Create, Installed and Remove. Key and Label
-// exclude each other.
+// it outlives the process and the Masquerade: see Create, Installed and
+// Remove. Key and Label exclude each other.
 //
 // Equivalent to: `iptables -t nat -A PODNET-POSTROUTING ... -m comment --comment podnet-key:KEY -j MASQUERADE`
 func (s *MasqueradeSpec) Key(key string) *MasqueradeSpec { s.key = key; return s }

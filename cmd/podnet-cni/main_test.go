@@ -220,7 +220,7 @@ func TestCheck(t *testing.T) {
 	env := cnitest.NewEnv(t, binDir)
 	list := confList(t, "net1", "1.1.0", netConf(env, "cni-pn0", v4Range, v6Range))
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(c *cnitest.Container, res *current.Result) error
 	}{
 		{"address removed", func(c *cnitest.Container, res *current.Result) error {
@@ -253,6 +253,38 @@ func TestCheck(t *testing.T) {
 			require.NoError(t, env.Del(ctx, list, c))
 		})
 	}
+}
+
+// TestHostSetupHeals undoes the network's host settings behind the
+// plugin's back: CHECK notices at once, and ADD puts them back once its
+// marker is older than the recheck interval (aged here by hand).
+func TestHostSetupHeals(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	env := cnitest.NewEnv(t, binDir)
+	inet := env.Internet(t)
+	list := confList(t, "net1", "1.1.0", netConf(env, "cni-pn0", v4Range))
+	c1 := env.Container(t, "ctr1")
+	_, err := env.Add(ctx, list, c1)
+	require.NoError(t, err)
+	masq := podnet.NewMasquerade(netip.MustParsePrefix("10.88.0.0/24")).In(env.Host).Key("cni.net1.10.88.0.0-24")
+	require.NoError(t, masq.Remove(ctx))
+	requireCode(t, env.Check(ctx, list, c1), 101)
+	_, err = env.Host.SetSysctl("net.ipv4.ip_forward", "0")
+	require.NoError(t, err)
+	_, err = env.Add(ctx, list, env.Container(t, "ctr-soon"))
+	require.NoError(t, err)
+	requireCode(t, env.Check(ctx, list, c1), 101)
+
+	marker := filepath.Join(env.DataDir, "net1", "setup")
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, os.Chtimes(marker, old, old))
+	_, err = env.Add(ctx, list, env.Container(t, "ctr2"))
+	require.NoError(t, err)
+	require.NoError(t, env.Check(ctx, list, c1))
+	seen, err := inet.SeenFrom(ctx, c1.NS, inet.Addr4)
+	require.NoError(t, err)
+	assert.Equal(t, inet.HostAddr4, seen)
 }
 
 // TestDel deletes twice, and after the container's namespace is gone.

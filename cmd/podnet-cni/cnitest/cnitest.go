@@ -36,11 +36,13 @@ import (
 
 // Build compiles the Go main package pkg with `go build -o dir/name pkg`,
 // run in workdir (so that pkg resolves in workdir's module), and returns
-// the binary's path.
+// the binary's path. It builds static binaries (CGO_ENABLED=0), as the
+// CNI plugin releases are: they start faster.
 func Build(dir, name, pkg, workdir string) (string, error) {
 	out := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = workdir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %w: %s", pkg, err, b)
 	}

@@ -217,8 +217,8 @@ func addRoute(ctx context.Context, cns *podnet.Namespace, r podnet.Route) error 
 
 // setupNetwork makes sure of what the attachments of the network share:
 // the bridge with the gateway addresses (isGateway), forwarding
-// (isGateway) and the masquerade rules (ipMasq). It holds the network's
-// lock meanwhile.
+// (isGateway) and the masquerade rules (ipMasq, see masq.go). It holds the
+// network's lock meanwhile.
 //
 // The bridge is created if missing, with a fixed MAC address (so that it
 // does not change as ports come and go), and never deleted: like the
@@ -232,14 +232,11 @@ func setupNetwork(ctx context.Context, host *podnet.Namespace, c *NetConf, alloc
 	defer unlock()
 
 	var gws []netip.Prefix
-	var v4, v6 bool
 	if c.IsGateway {
 		for _, a := range allocs {
-			gw := netip.PrefixFrom(a.r.Gateway, a.r.Subnet.Bits())
-			if !slices.Contains(gws, gw) {
+			if gw := netip.PrefixFrom(a.r.Gateway, a.r.Subnet.Bits()); !slices.Contains(gws, gw) {
 				gws = append(gws, gw)
 			}
-			v4, v6 = v4 || gw.Addr().Is4(), v6 || gw.Addr().Is6()
 		}
 	}
 	br, err := podnet.NewBridge(c.Bridge).In(host).Adopt().MTU(c.MTU).MAC(randomMAC()).Address(gws...).Create(ctx)
@@ -252,21 +249,8 @@ func setupNetwork(ctx context.Context, host *podnet.Namespace, c *NetConf, alloc
 			return nil, internal(fmt.Sprintf("mark bridge %s", c.Bridge), errors.Join(err, br.Close()))
 		}
 	}
-	for _, f := range []struct {
-		on  bool
-		key string
-	}{{v4, "net.ipv4.ip_forward"}, {v6, "net.ipv6.conf.all.forwarding"}} {
-		if !f.on {
-			continue
-		}
-		if _, err := host.SetSysctl(f.key, "1"); err != nil {
-			return nil, internal("turn forwarding on", err)
-		}
-	}
-	if c.IPMasq {
-		if err := ensureMasquerade(ctx, host, c); err != nil {
-			return nil, err
-		}
+	if err := ensureHostSetup(ctx, host, c); err != nil {
+		return nil, err
 	}
 	return br, nil
 }

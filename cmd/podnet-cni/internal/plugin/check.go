@@ -18,8 +18,8 @@ import (
 // Check verifies that the attachment is as prevResult describes it: the
 // container's interface (a veth whose peer is the attachment's host end,
 // enslaved to the bridge), its addresses and routes, the address
-// reservations, the gateway addresses on the bridge (isGateway) and the
-// masquerade rules (ipMasq). Routes or addresses added since, by a chained
+// reservations, the gateway addresses on the bridge and forwarding
+// (isGateway) and the masquerade rules (ipMasq). Routes or addresses added since, by a chained
 // plugin for example, are allowed. A mismatch is error CodeCheckFailed.
 //
 // The bridge's MAC address is not compared: other attachments coming and
@@ -118,6 +118,15 @@ func check(ctx context.Context, host, cns *podnet.Namespace, c *NetConf, args *s
 		return err
 	}
 	if c.IsGateway {
+		for _, p := range want {
+			key := "net.ipv4.ip_forward"
+			if p.Addr().Is6() {
+				key = "net.ipv6.conf.all.forwarding"
+			}
+			if v, err := host.Sysctl(key); err != nil || v != "1" {
+				return checkFailed("forwarding is off in the host namespace (%s=%s)", key, v)
+			}
+		}
 		brAddrs, err := host.Addresses(ctx, c.Bridge)
 		if err != nil {
 			return internal("list the bridge's addresses", err)

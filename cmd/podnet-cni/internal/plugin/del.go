@@ -34,14 +34,27 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 		return internal("open the host namespace", err)
 	}
 	defer release()
+	// The kernel takes most of DEL's time deleting the veth pair (it waits
+	// for RCU callbacks); open the stores meanwhile. Addresses are released
+	// only once the interface is gone.
+	type opened struct {
+		ps  pools
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		ps, err := openExistingPools(c)
+		ch <- opened{ps, err}
+	}()
 	var errs []error
 	if err := deleteHostVeth(host, c, args.ContainerID, args.IfName); err != nil {
 		errs = append(errs, err)
 	}
-	ps, err := openExistingPools(c)
-	if err != nil {
-		return err
+	o := <-ch
+	if o.err != nil {
+		return o.err
 	}
+	ps := o.ps
 	defer ps.close()
 	owner := ownerKey(args.ContainerID, args.IfName)
 	ps.each(c, func(r Range, p *ipam.Pool) {
@@ -121,6 +134,11 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 		// Keys that are not "ID/ifname" are not podnet-cni's: keep them.
 		return strings.Count(owner, "/") != 1 || c.ValidAttachments[owner]
 	}
+	unlock, err := lockNetwork(c)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "lock the network", err.Error())
+	}
+	defer unlock()
 	used := map[netip.Prefix]int{}
 	ps.each(c, func(r Range, p *ipam.Pool) {
 		if _, err := p.GC(alive); err != nil {
@@ -129,6 +147,7 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 		used[r.Subnet] += p.Used()
 	})
 	if c.IPMasq {
+		forgetHostSetup(c)
 		for _, s := range c.subnets() {
 			if used[s] == 0 {
 				if err := removeMasquerade(ctx, host, c, s); err != nil {
