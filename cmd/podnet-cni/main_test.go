@@ -342,6 +342,31 @@ func TestAddTwice(t *testing.T) {
 	require.NoError(t, env.Del(ctx, list, c))
 }
 
+// TestAddRollback makes ADD fail after it allocated and created the veth
+// pair (a route via an unreachable gateway): it must leave nothing behind
+// but the bridge.
+func TestAddRollback(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	env := cnitest.NewEnv(t, binDir)
+	conf := netConf(env, "cni-pn0", v4Range)
+	conf["ipam"].(map[string]any)["routes"] = []map[string]any{{"dst": "198.51.100.0/24", "gw": "10.99.0.1"}}
+	list := confList(t, "net1", "1.1.0", conf)
+	c := env.Container(t, "ctr")
+	_, err := env.Add(ctx, list, c)
+	requireCode(t, err, types.ErrInternal)
+	assert.Contains(t, err.Error(), "198.51.100.0/24")
+	assert.Empty(t, held(t, env, "net1", "ctr/eth0"))
+	_, err = c.NS.Handle().LinkByName("eth0")
+	assert.Error(t, err, "the container's interface is gone")
+	links, err := env.Host.Links(ctx)
+	require.NoError(t, err)
+	for _, l := range links {
+		assert.Contains(t, []string{"lo", "cni-pn0"}, l.Attrs().Name)
+	}
+	require.NoError(t, env.Del(ctx, list, c), "the runtime's DEL after a failed ADD")
+}
+
 // TestGC garbage-collects with a partial list of valid attachments.
 func TestGC(t *testing.T) {
 	t.Parallel()

@@ -46,18 +46,22 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 		ps, err := openExistingPools(c)
 		ch <- opened{ps, err}
 	}()
-	var errs []error
-	if err := deleteHostVeth(host, c, args.ContainerID, args.IfName); err != nil {
-		errs = append(errs, err)
-	}
+	delErr := deleteHostVeth(host, c, args.ContainerID, args.IfName)
 	o := <-ch
+	if o.err == nil {
+		defer o.ps.close()
+	}
+	if delErr != nil {
+		// The addresses may still be on the interface: keep them for the
+		// runtime's next DEL.
+		return internal("delete the attachment's veth pair", delErr)
+	}
 	if o.err != nil {
 		return o.err
 	}
-	ps := o.ps
-	defer ps.close()
+	var errs []error
 	owner := ownerKey(args.ContainerID, args.IfName)
-	ps.each(c, func(r Range, p *ipam.Pool) {
+	o.ps.each(c, func(r Range, p *ipam.Pool) {
 		if _, err := p.ReleaseOwner(owner); err != nil {
 			errs = append(errs, fmt.Errorf("release the addresses of range %s: %w", r, err))
 		}

@@ -148,7 +148,10 @@ func withUndo(err, undoErr error) error {
 	var te *types.Error
 	if errors.As(err, &te) {
 		e := *te
-		e.Details = errors.Join(errors.New(e.Details), fmt.Errorf("rollback: %w", undoErr)).Error()
+		if e.Details != "" {
+			e.Details += "; "
+		}
+		e.Details += "rollback: " + undoErr.Error()
 		return &e
 	}
 	return errors.Join(err, fmt.Errorf("rollback: %w", undoErr))
