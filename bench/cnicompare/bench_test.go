@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
+
 	"github.com/podnet/podnet"
 	"github.com/podnet/podnet/cmd/podnet-cni/cnitest"
 )
@@ -18,96 +21,109 @@ var (
 )
 
 // BenchmarkAddDel measures the latency of ADD and of DEL through libcni,
-// plugin process included, for podnet-cni and for the reference plugins,
-// on the same configuration (bridge, gateway, masquerading). A round adds
-// -containers containers one after the other to a network that grows, then
-// deletes them one after the other; the namespaces are made beforehand.
-// It reports the mean, median and 95th percentile of each operation in
-// milliseconds. Run it with -benchtime 1x: a round is long.
+// plugin processes included, for podnet-cni and for the reference bridge
+// and host-local plugins, on the same configuration (bridge, gateway,
+// masquerading), each in its own sandbox. A round adds -containers
+// containers one after the other to a network that grows, then deletes
+// them one after the other. The two implementations take turns container
+// by container, so that the load of a shared machine, which drifts, weighs
+// on both alike; the namespaces are made beforehand.
+//
+// With the DELs it also times the kernel's share of a DEL: deleting a veth
+// pair like an attachment's (peer in a container, host end on a bridge)
+// in-process, with no plugin. The kernel waits for RCU callbacks
+// (rcu_barrier in netdev_run_todo) before the request returns; both
+// plugins pay it once per DEL.
+//
+// It reports, in milliseconds, the mean, median and 95th percentile of
+// each, and the ratios of the means. Run it with -benchtime 1x: a round is
+// long.
 func BenchmarkAddDel(b *testing.B) {
-	means := map[string][2]float64{}
+	ctx := context.Background()
+	type side struct {
+		name     string
+		env      *cnitest.Env
+		list     *libcni.NetworkConfigList
+		ctrs     []*cnitest.Container
+		add, del []time.Duration
+	}
+	var sides []*side
 	for _, impl := range impls {
-		b.Run("impl="+impl.name, func(b *testing.B) {
-			ctx := context.Background()
-			env := cnitest.NewEnv(b, binDir)
-			list := confList(b, env, impl.typ, *dualStack)
-			ctrs := make([]*cnitest.Container, *containers)
-			for i := range ctrs {
-				ctrs[i] = env.Container(b, fmt.Sprintf("ctr%d", i))
-			}
-			var add, del []time.Duration
-			for b.Loop() {
-				for _, c := range ctrs {
-					start := time.Now()
-					if _, err := env.Add(ctx, list, c); err != nil {
-						b.Fatal(err)
-					}
-					add = append(add, time.Since(start))
-				}
-				for _, c := range ctrs {
-					start := time.Now()
-					if err := env.Del(ctx, list, c); err != nil {
-						b.Fatal(err)
-					}
-					del = append(del, time.Since(start))
-				}
-			}
-			for _, m := range []struct {
-				name string
-				d    []time.Duration
-			}{{"add", add}, {"del", del}} {
-				mean, p50, p95 := stats(m.d)
-				b.ReportMetric(mean, m.name+"-mean-ms")
-				b.ReportMetric(p50, m.name+"-p50-ms")
-				b.ReportMetric(p95, m.name+"-p95-ms")
-			}
-			am, _, _ := stats(add)
-			dm, _, _ := stats(del)
-			means[impl.name] = [2]float64{am, dm}
-		})
-	}
-	// The kernel's share of DEL: deleting a veth pair like an attachment's
-	// (peer in a container, host end on the bridge), in-process, no plugin.
-	// The kernel waits for RCU callbacks (rcu_barrier in netdev_run_todo)
-	// before the request returns; both plugins pay it once per DEL.
-	b.Run("impl=kernel-floor", func(b *testing.B) {
-		ctx := context.Background()
-		env := cnitest.NewEnv(b, binDir)
-		br, err := podnet.NewBridge("cni0").In(env.Host).Create(ctx)
-		if err != nil {
-			b.Fatal(err)
+		s := &side{name: impl.name, env: cnitest.NewEnv(b, binDir)}
+		s.list = confList(b, s.env, impl.typ, *dualStack)
+		for i := range *containers {
+			s.ctrs = append(s.ctrs, s.env.Container(b, fmt.Sprintf("ctr%d", i)))
 		}
-		defer br.Close()
-		var del []time.Duration
-		for b.Loop() {
-			for i := range *containers {
-				c := env.Container(b, fmt.Sprintf("ctr%d", i))
-				v, err := podnet.NewVethPair(fmt.Sprintf("veth%d", i)).In(env.Host).Master(br).Peer("eth0", c.NS).Create(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				l, err := env.Host.Handle().LinkByIndex(v.Index())
-				if err != nil {
-					b.Fatal(err)
-				}
+		sides = append(sides, s)
+	}
+	floor := cnitest.NewEnv(b, binDir)
+	br, err := podnet.NewBridge("cni0").In(floor.Host).Create(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	floorNS := make([]*podnet.Namespace, *containers)
+	for i := range floorNS {
+		floorNS[i] = floor.Container(b, fmt.Sprintf("ctr%d", i)).NS
+	}
+	var floorDel []time.Duration
+
+	for b.Loop() {
+		for i := range *containers {
+			for _, s := range sides {
 				start := time.Now()
-				if err := env.Host.Handle().LinkDel(l); err != nil {
-					b.Fatal(err)
+				if _, err := s.env.Add(ctx, s.list, s.ctrs[i]); err != nil {
+					b.Fatalf("%s: %v", s.name, err)
 				}
-				del = append(del, time.Since(start))
+				s.add = append(s.add, time.Since(start))
 			}
 		}
-		mean, p50, p95 := stats(del)
-		b.ReportMetric(mean, "del-mean-ms")
-		b.ReportMetric(p50, "del-p50-ms")
-		b.ReportMetric(p95, "del-p95-ms")
-		means["kernel-floor"] = [2]float64{0, mean}
-	})
-	pn, ref, floor := means["podnet"], means["reference"], means["kernel-floor"]
-	if pn[0] > 0 && pn[1] > 0 && ref[0] > 0 {
-		b.Logf("%d containers: ADD %.1f ms vs %.1f ms (%.1fx faster), DEL %.1f ms vs %.1f ms (%.1fx faster); the kernel's veth deletion alone: %.1f ms",
-			*containers, pn[0], ref[0], ref[0]/pn[0], pn[1], ref[1], ref[1]/pn[1], floor[1])
+		for i := range *containers {
+			for _, s := range sides {
+				start := time.Now()
+				if err := s.env.Del(ctx, s.list, s.ctrs[i]); err != nil {
+					b.Fatalf("%s: %v", s.name, err)
+				}
+				s.del = append(s.del, time.Since(start))
+			}
+			d, err := deleteVeth(ctx, floor.Host, br, floorNS[i])
+			if err != nil {
+				b.Fatal(err)
+			}
+			floorDel = append(floorDel, d)
+		}
 	}
+
+	report := func(name string, ds []time.Duration) float64 {
+		mean, p50, p95 := stats(ds)
+		b.ReportMetric(mean, name+"-mean-ms")
+		b.ReportMetric(p50, name+"-p50-ms")
+		b.ReportMetric(p95, name+"-p95-ms")
+		return mean
+	}
+	pn, ref := sides[0], sides[1]
+	pnAdd, refAdd := report("podnet-add", pn.add), report("reference-add", ref.add)
+	pnDel, refDel := report("podnet-del", pn.del), report("reference-del", ref.del)
+	kernel := report("kernel-del", floorDel)
+	b.ReportMetric(refAdd/pnAdd, "add-speedup")
+	b.ReportMetric(refDel/pnDel, "del-speedup")
+	b.Logf("%d containers: ADD %.1f ms vs %.1f ms (%.1fx faster), DEL %.1f ms vs %.1f ms (%.1fx faster); the kernel's veth deletion alone: %.1f ms",
+		*containers, pnAdd, refAdd, refAdd/pnAdd, pnDel, refDel, refDel/pnDel, kernel)
+}
+
+// deleteVeth creates a veth pair with its peer in ns and its host end on
+// br, and returns how long deleting it takes.
+func deleteVeth(ctx context.Context, host *podnet.Namespace, br *podnet.Bridge, ns *podnet.Namespace) (time.Duration, error) {
+	v, err := podnet.NewVethPair("floor0").In(host).Master(br).Peer("eth0", ns).Create(ctx)
+	if err != nil {
+		return 0, err
+	}
+	l := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: v.Index()}}
+	start := time.Now()
+	if err := host.Handle().LinkDel(l); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
 
 // stats returns the mean, median and 95th percentile of ds in ms.
