@@ -22,7 +22,7 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		dir, err := cnitest.TempDir()
+		dir, err := os.MkdirTemp("", "podnet-cni-test-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

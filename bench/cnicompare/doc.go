@@ -6,8 +6,10 @@
 // its own sandbox namespace standing in for the host.
 //
 //	cd bench && go test -count=1 ./cnicompare/
-//	cd bench && go test -run '^$' -bench AddDel -benchtime 1x ./cnicompare/ [-containers 100]
+//	cd bench && go test -run '^$' -bench AddDel -benchtime 1x -v ./cnicompare/ [-containers=100] [-dual]
 //
-// The reference plugins are a dependency of this module only, never of
-// podnet's.
+// The binaries are built by TestMain: bridge and host-local from this
+// module (they are its go.mod's tools), podnet-cni from ../cmd/podnet-cni
+// in the root module. The reference plugins are a dependency of this
+// module only, never of podnet's.
 package cnicompare

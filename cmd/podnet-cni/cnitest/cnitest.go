@@ -368,7 +368,3 @@ func Code(err error) (uint, bool) {
 	}
 	return 0, false
 }
-
-// TempDir makes a temporary directory outside any test, for TestMain
-// (binaries built once per test binary). The caller removes it.
-func TempDir() (string, error) { return os.MkdirTemp("", "cnitest-") }

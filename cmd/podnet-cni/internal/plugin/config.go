@@ -186,12 +186,7 @@ func decodeField(key string, obj map[string]json.RawMessage, dst any) error {
 // checkKeys fails on the first key of obj (in sorted order) that is not
 // in known, or that is in zeroOnly with a value other than its default.
 func checkKeys(prefix string, obj map[string]json.RawMessage, known, zeroOnly []string) error {
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(obj) {
 		switch {
 		case slices.Contains(known, k):
 		case slices.Contains(zeroOnly, k):

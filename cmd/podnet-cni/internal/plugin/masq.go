@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,21 +35,12 @@ func (c *NetConf) subnets() []netip.Prefix {
 	var out []netip.Prefix
 	for _, set := range c.RangeSets {
 		for _, r := range set {
-			if !containsPrefix(out, r.Subnet) {
+			if !slices.Contains(out, r.Subnet) {
 				out = append(out, r.Subnet)
 			}
 		}
 	}
 	return out
-}
-
-func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 // masqKey names the masquerade rule of a network's subnet.
