@@ -41,34 +41,24 @@ func poolOptions(r Range) []ipam.Option {
 // pools are the open stores of a configuration, indexed like RangeSets.
 type pools [][]*ipam.Pool
 
-// openPools opens (creating if needed) the store of every range. The
-// caller must close them.
-func openPools(c *NetConf) (pools, error) {
-	ps := make(pools, len(c.RangeSets))
-	for i, set := range c.RangeSets {
-		for _, r := range set {
-			p, err := ipam.Open(c.storeDir(r), r.Subnet, poolOptions(r)...)
-			if err != nil {
-				ps.close()
-				return nil, storeError(fmt.Sprintf("open the address store of range %s", r), err)
-			}
-			ps[i] = append(ps[i], p)
-		}
-	}
-	return ps, nil
-}
+// openPools opens the store of every range, creating it if needed (ADD).
+// The caller must close them.
+func openPools(c *NetConf) (pools, error) { return openStores(c, true) }
 
 // openExistingPools is openPools for commands that only read or release:
 // a store that was never created is left out (nil) rather than created.
-func openExistingPools(c *NetConf) (pools, error) {
+func openExistingPools(c *NetConf) (pools, error) { return openStores(c, false) }
+
+func openStores(c *NetConf, create bool) (pools, error) {
 	ps := make(pools, len(c.RangeSets))
 	for i, set := range c.RangeSets {
 		ps[i] = make([]*ipam.Pool, len(set))
 		for j, r := range set {
-			if _, err := os.Lstat(filepath.Join(c.storeDir(r), "journal")); errors.Is(err, os.ErrNotExist) {
+			dir := c.storeDir(r)
+			if _, err := os.Lstat(filepath.Join(dir, "journal")); !create && errors.Is(err, os.ErrNotExist) {
 				continue
 			}
-			p, err := ipam.Open(c.storeDir(r), r.Subnet, poolOptions(r)...)
+			p, err := ipam.Open(dir, r.Subnet, poolOptions(r)...)
 			if err != nil {
 				ps.close()
 				return nil, storeError(fmt.Sprintf("open the address store of range %s", r), err)
