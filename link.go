@@ -101,16 +101,41 @@ func ipv6Sysctls(ifname string, wantV6, dad bool) [][2]string {
 	return nil
 }
 
-// applySysctls writes kvs inside ns in one thread switch. A missing file
-// (IPv6 compiled out or disabled at boot) is not an error.
+// nsSysctls are sysctl writes for one namespace.
+type nsSysctls struct {
+	ns  *Namespace
+	kvs [][2]string
+}
+
+// applySysctls writes kvs inside ns (see applySysctlsIn).
 func applySysctls(ns *Namespace, kvs [][2]string) error {
-	if len(kvs) == 0 {
+	return applySysctlsIn(nsSysctls{ns, kvs})
+}
+
+// applySysctlsIn writes each set of sysctls inside its namespace, all on
+// one fresh thread that visits the namespaces in turn: one thread handoff
+// however many namespaces, which matters on a loaded machine. A missing
+// file (IPv6 compiled out or disabled at boot) is not an error.
+func applySysctlsIn(sets ...nsSysctls) error {
+	n := 0
+	for _, s := range sets {
+		n += len(s.kvs)
+	}
+	if n == 0 {
 		return nil
 	}
-	return onThreadIn(ns.fd, func() error {
-		for _, kv := range kvs {
-			if err := writeSysctl(kv[0], kv[1]); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("sysctl %s: %w", kv[0], err)
+	return onFreshThread(func() error {
+		for _, s := range sets {
+			if len(s.kvs) == 0 {
+				continue
+			}
+			if err := unix.Setns(s.ns.fd, unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("setns: %w", err)
+			}
+			for _, kv := range s.kvs {
+				if err := writeSysctl(kv[0], kv[1]); err != nil && !errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("sysctl %s in %s: %w", kv[0], s.ns, err)
+				}
 			}
 		}
 		return nil

@@ -244,10 +244,7 @@ func (v *VethPair) setup(s *VethSpec) error {
 		hostSys = append(hostSys, peerSys...)
 		peerSys = nil
 	}
-	if err := applySysctls(ns, hostSys); err != nil {
-		return err
-	}
-	if err := applySysctls(peerNS, peerSys); err != nil {
+	if err := applySysctlsIn(nsSysctls{ns, hostSys}, nsSysctls{peerNS, peerSys}); err != nil {
 		return err
 	}
 	if err := faultPoint("veth:sysctl"); err != nil {
