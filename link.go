@@ -38,6 +38,22 @@ func resolveNS(ns *Namespace) (*Namespace, error) {
 	return ns, nil
 }
 
+// enter resolves in (nil: the calling process's namespace), checks ctx and
+// guards the namespace against a concurrent Close for the caller, which
+// must call release when done.
+func enter(ctx context.Context, in *Namespace) (ns *Namespace, release func(), err error) {
+	if ns, err = resolveNS(in); err != nil {
+		return nil, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if release, err = ns.acquire(); err != nil {
+		return nil, nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	return ns, release, nil
+}
+
 func validateMTU(mtu int) error {
 	if mtu != 0 && (mtu < 68 || mtu > 65535) {
 		return invalid(ErrInvalidOption, "MTU %d is outside 68..65535", mtu)
