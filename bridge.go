@@ -104,14 +104,7 @@ func (s *BridgeSpec) create(ctx context.Context) (*Bridge, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	ns, err := resolveNS(s.in)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	release, err := ns.acquire()
+	ns, release, err := enter(ctx, s.in)
 	if err != nil {
 		return nil, err
 	}

@@ -154,22 +154,15 @@ func (s *VethSpec) create(ctx context.Context) (*VethPair, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	ns, err := resolveNS(s.in)
-	if err != nil {
-		return nil, err
-	}
-	peerNS := ns
-	if s.peerNS != nil {
-		peerNS = s.peerNS
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	release, err := ns.acquire()
+	ns, release, err := enter(ctx, s.in)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
+	peerNS := ns
+	if s.peerNS != nil {
+		peerNS = s.peerNS
+	}
 	if peerNS != ns {
 		prelease, err := peerNS.acquire()
 		if err != nil {
@@ -244,10 +237,7 @@ func (v *VethPair) setup(s *VethSpec) error {
 		hostSys = append(hostSys, peerSys...)
 		peerSys = nil
 	}
-	if err := applySysctls(ns, hostSys); err != nil {
-		return err
-	}
-	if err := applySysctls(peerNS, peerSys); err != nil {
+	if err := applySysctlsIn(nsSysctls{ns, hostSys}, nsSysctls{peerNS, peerSys}); err != nil {
 		return err
 	}
 	if err := faultPoint("veth:sysctl"); err != nil {
