@@ -145,7 +145,7 @@ func (b *Bridge) setup(ns *Namespace, s *BridgeSpec) error {
 		if err := faultPoint("bridge:created"); err != nil {
 			return err
 		}
-		if err := applySysctls(ns, ipv6Sysctls(b.name, hasV6(s.addrs), s.dad)); err != nil {
+		if err := quietIPv6(ns, b.index, b.name, hasV6(s.addrs), s.dad, nil, 0, ""); err != nil {
 			return err
 		}
 	}

@@ -102,30 +102,52 @@ func hasV6(ps []netip.Prefix) bool {
 	return false
 }
 
-// ipv6Sysctls returns the sysctl writes that make a new link cheap or
-// usable: with no IPv6 address wanted, IPv6 is disabled on it (no
-// link-local address, no DAD or MLD multicast flooding a bridge's ports);
-// otherwise DAD is turned off (unless asked for) so the link-local address
-// is usable at once.
-func ipv6Sysctls(ifname string, wantV6, dad bool) [][2]string {
+// quietIPv6 prepares the IPv6 side of new links (given as namespace,
+// index and name; a nil namespace is skipped) before they get carrier.
+//
+// Without IPv6 addresses wanted, the links get no link-local address
+// (addr_gen_mode none, one netlink request each, no thread switch): with
+// no IPv6 address they send no DAD, MLD or router solicitation, so a new
+// port does not flood every other port of a bridge with multicast, which
+// keeps attaching the thousandth port as cheap as the first. IPv6 stays
+// enabled, so an address added later still works.
+//
+// With IPv6 wanted and no DAD asked for, accept_dad is turned off on them
+// (in one thread handoff), so that even the link-local address is usable
+// at once.
+func quietIPv6(ns *Namespace, idx int, name string, wantV6, dad bool, peerNS *Namespace, peerIdx int, peerName string) error {
 	if !wantV6 {
-		return [][2]string{{linkSysctl("ipv6", ifname, "disable_ipv6"), "1"}}
+		for _, l := range []struct {
+			ns  *Namespace
+			idx int
+		}{{ns, idx}, {peerNS, peerIdx}} {
+			if l.ns == nil {
+				continue
+			}
+			dev := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: l.idx}}
+			if err := l.ns.h.LinkSetIP6AddrGenMode(dev, addrGenModeNone); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+				return fmt.Errorf("addr_gen_mode none: %w", err)
+			}
+		}
+		return nil
 	}
-	if !dad {
-		return [][2]string{{linkSysctl("ipv6", ifname, "accept_dad"), "0"}}
+	if dad {
+		return nil
 	}
-	return nil
+	sets := []nsSysctls{{ns, [][2]string{{linkSysctl("ipv6", name, "accept_dad"), "0"}}}}
+	if peerNS != nil {
+		sets = append(sets, nsSysctls{peerNS, [][2]string{{linkSysctl("ipv6", peerName, "accept_dad"), "0"}}})
+	}
+	return applySysctlsIn(sets...)
 }
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no link-local address.
+const addrGenModeNone = 1
 
 // nsSysctls are sysctl writes for one namespace.
 type nsSysctls struct {
 	ns  *Namespace
 	kvs [][2]string
-}
-
-// applySysctls writes kvs inside ns (see applySysctlsIn).
-func applySysctls(ns *Namespace, kvs [][2]string) error {
-	return applySysctlsIn(nsSysctls{ns, kvs})
 }
 
 // applySysctlsIn writes each set of sysctls inside its namespace, all on
