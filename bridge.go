@@ -104,14 +104,7 @@ func (s *BridgeSpec) create(ctx context.Context) (*Bridge, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	ns, err := resolveNS(s.in)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	release, err := ns.acquire()
+	ns, release, err := enter(ctx, s.in)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +145,7 @@ func (b *Bridge) setup(ns *Namespace, s *BridgeSpec) error {
 		if err := faultPoint("bridge:created"); err != nil {
 			return err
 		}
-		if err := applySysctls(ns, ipv6Sysctls(b.name, hasV6(s.addrs), s.dad)); err != nil {
+		if err := quietIPv6(ns, b.index, b.name, hasV6(s.addrs), s.dad, nil, 0, ""); err != nil {
 			return err
 		}
 	}

@@ -476,6 +476,9 @@ type iptPlan struct {
 	// check, if set, looks at the current rules before anything is added
 	// (for conflicts); its error aborts the plan.
 	check func(iptTables) error
+	// keyed rules belong to no process (nat_key.go): the nf_tables tables
+	// they need are left in place, with no crash record for a sweep.
+	keyed bool
 }
 
 func (st *nsState) save(ctx context.Context, ns *Namespace, b IptablesBackend, fam int) (iptTables, error) {
@@ -554,7 +557,7 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 			return nil
 		}
 		tables = len(bt.order)
-		if b == IptablesNFT {
+		if b == IptablesNFT && !p.keyed {
 			// Tables this batch creates are recorded first, so that a
 			// sweep can delete them if this process dies.
 			for _, t := range bt.order {
@@ -566,7 +569,7 @@ func (st *nsState) applyLocked(ctx context.Context, ns *Namespace, b IptablesBac
 			}
 		}
 		if lastErr = st.restore(ctx, ns, b, p.fam, bt.bytes()); lastErr == nil {
-			if b == IptablesNFT {
+			if b == IptablesNFT && !p.keyed {
 				for _, t := range bt.order {
 					if _, ok := ts[t]; !ok {
 						st.nftNew[nftKey(p.fam, t)] = true

@@ -38,6 +38,22 @@ func resolveNS(ns *Namespace) (*Namespace, error) {
 	return ns, nil
 }
 
+// enter resolves in (nil: the calling process's namespace), checks ctx and
+// guards the namespace against a concurrent Close for the caller, which
+// must call release when done.
+func enter(ctx context.Context, in *Namespace) (ns *Namespace, release func(), err error) {
+	if ns, err = resolveNS(in); err != nil {
+		return nil, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if release, err = ns.acquire(); err != nil {
+		return nil, nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	return ns, release, nil
+}
+
 func validateMTU(mtu int) error {
 	if mtu != 0 && (mtu < 68 || mtu > 65535) {
 		return invalid(ErrInvalidOption, "MTU %d is outside 68..65535", mtu)
@@ -86,31 +102,78 @@ func hasV6(ps []netip.Prefix) bool {
 	return false
 }
 
-// ipv6Sysctls returns the sysctl writes that make a new link cheap or
-// usable: with no IPv6 address wanted, IPv6 is disabled on it (no
-// link-local address, no DAD or MLD multicast flooding a bridge's ports);
-// otherwise DAD is turned off (unless asked for) so the link-local address
-// is usable at once.
-func ipv6Sysctls(ifname string, wantV6, dad bool) [][2]string {
+// quietIPv6 prepares the IPv6 side of new links (given as namespace,
+// index and name; a nil namespace is skipped) before they get carrier.
+//
+// Without IPv6 addresses wanted, the links get no link-local address
+// (addr_gen_mode none, one netlink request each, no thread switch): with
+// no IPv6 address they send no DAD, MLD or router solicitation, so a new
+// port does not flood every other port of a bridge with multicast, which
+// keeps attaching the thousandth port as cheap as the first. IPv6 stays
+// enabled, so an address added later still works.
+//
+// With IPv6 wanted and no DAD asked for, accept_dad is turned off on them
+// (in one thread handoff), so that even the link-local address is usable
+// at once.
+func quietIPv6(ns *Namespace, idx int, name string, wantV6, dad bool, peerNS *Namespace, peerIdx int, peerName string) error {
 	if !wantV6 {
-		return [][2]string{{linkSysctl("ipv6", ifname, "disable_ipv6"), "1"}}
-	}
-	if !dad {
-		return [][2]string{{linkSysctl("ipv6", ifname, "accept_dad"), "0"}}
-	}
-	return nil
-}
-
-// applySysctls writes kvs inside ns in one thread switch. A missing file
-// (IPv6 compiled out or disabled at boot) is not an error.
-func applySysctls(ns *Namespace, kvs [][2]string) error {
-	if len(kvs) == 0 {
+		for _, l := range []struct {
+			ns  *Namespace
+			idx int
+		}{{ns, idx}, {peerNS, peerIdx}} {
+			if l.ns == nil {
+				continue
+			}
+			dev := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: l.idx}}
+			if err := l.ns.h.LinkSetIP6AddrGenMode(dev, addrGenModeNone); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+				return fmt.Errorf("addr_gen_mode none: %w", err)
+			}
+		}
 		return nil
 	}
-	return onThreadIn(ns.fd, func() error {
-		for _, kv := range kvs {
-			if err := writeSysctl(kv[0], kv[1]); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("sysctl %s: %w", kv[0], err)
+	if dad {
+		return nil
+	}
+	sets := []nsSysctls{{ns, [][2]string{{linkSysctl("ipv6", name, "accept_dad"), "0"}}}}
+	if peerNS != nil {
+		sets = append(sets, nsSysctls{peerNS, [][2]string{{linkSysctl("ipv6", peerName, "accept_dad"), "0"}}})
+	}
+	return applySysctlsIn(sets...)
+}
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no link-local address.
+const addrGenModeNone = 1
+
+// nsSysctls are sysctl writes for one namespace.
+type nsSysctls struct {
+	ns  *Namespace
+	kvs [][2]string
+}
+
+// applySysctlsIn writes each set of sysctls inside its namespace, all on
+// one fresh thread that visits the namespaces in turn: one thread handoff
+// however many namespaces, which matters on a loaded machine. A missing
+// file (IPv6 compiled out or disabled at boot) is not an error.
+func applySysctlsIn(sets ...nsSysctls) error {
+	n := 0
+	for _, s := range sets {
+		n += len(s.kvs)
+	}
+	if n == 0 {
+		return nil
+	}
+	return onFreshThread(func() error {
+		for _, s := range sets {
+			if len(s.kvs) == 0 {
+				continue
+			}
+			if err := unix.Setns(s.ns.fd, unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("setns: %w", err)
+			}
+			for _, kv := range s.kvs {
+				if err := writeSysctl(kv[0], kv[1]); err != nil && !errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("sysctl %s in %s: %w", kv[0], s.ns, err)
+				}
 			}
 		}
 		return nil

@@ -15,6 +15,7 @@ type MasqueradeSpec struct {
 	toSource       netip.Addr
 	backend        IptablesBackend
 	label          string
+	key            string
 }
 
 // NewMasquerade describes source NAT for packets from src: their source
@@ -52,7 +53,10 @@ func (s *MasqueradeSpec) Backend(b IptablesBackend) *MasqueradeSpec { s.backend 
 func (s *MasqueradeSpec) Label(label string) *MasqueradeSpec { s.label = label; return s }
 
 func (s *MasqueradeSpec) validate() error {
-	errs := []error{validatePrefix("source", s.src), s.backend.validate(), validateObjectLabel(s.label)}
+	errs := []error{validatePrefix("source", s.src), s.backend.validate(), validateObjectLabel(s.label), validateKey(s.key)}
+	if s.key != "" && s.label != "" {
+		errs = append(errs, invalid(ErrInvalidOption, "Key(%q) and Label(%q) both given: a keyed rule carries no ownership mark", s.key, s.label))
+	}
 	if s.out != "" && s.exceptOut != "" {
 		errs = append(errs, invalid(ErrInvalidOption, "Out(%q) and ExceptOut(%q) both given", s.out, s.exceptOut))
 	}
@@ -108,13 +112,17 @@ type Masquerade struct {
 }
 
 // Create installs the rule, creating podnet's chains and the jump to them
-// if they are missing.
+// if they are missing. With Key, a rule already installed under the key
+// (by any process) is left as it is and Create adds nothing.
 func (s *MasqueradeSpec) Create(ctx context.Context) (*Masquerade, error) {
 	name := s.src.String()
 	if err := s.validate(); err != nil {
 		return nil, opErr("create", "masquerade", name, err)
 	}
 	o, err := build(ctx, s.in, "masquerade", name, s.label, s.backend, true, func(ctx context.Context, o *owner) error {
+		if s.key != "" {
+			o.mark = keyComment(s.key)
+		}
 		fam := familyOf(s.src.Addr())
 		spec := "-s " + s.src.String()
 		switch {
@@ -131,9 +139,25 @@ func (s *MasqueradeSpec) Create(ctx context.Context) (*Masquerade, error) {
 		} else {
 			spec += " -j MASQUERADE"
 		}
+		plan := iptPlan{fam: fam, mark: o.mark, units: []*chainUnit{unitPostrouting},
+			rules: []ruleLine{{table: "nat", chain: chainPostrouting, spec: spec}}}
+		if s.key != "" {
+			plan.keyed = true
+			plan.check = func(ts iptTables) error {
+				if hasKeyedRule(ts, chainPostrouting, o.mark) {
+					return errKeyInstalled
+				}
+				return nil
+			}
+		}
 		o.addFamily(fam, []*chainUnit{unitPostrouting})
-		return o.st.applyLocked(ctx, o.ns, o.backend, iptPlan{fam: fam, mark: o.mark, units: []*chainUnit{unitPostrouting},
-			rules: []ruleLine{{table: "nat", chain: chainPostrouting, spec: spec}}})
+		err := o.st.applyLocked(ctx, o.ns, o.backend, plan)
+		if s.key != "" && (err == nil || errors.Is(err, errKeyInstalled)) {
+			// The rule belongs to no object: Close must leave it.
+			o.fams, o.units = nil, map[int][]*chainUnit{}
+			return nil
+		}
+		return err
 	})
 	if err != nil {
 		return nil, opErr("create", "masquerade", name, err)
@@ -152,5 +176,6 @@ func (m *Masquerade) Mark() string { return m.o.mark }
 
 // Close removes the rule, and podnet's chains and jumps if nothing else of
 // podnet's is left in them. It is idempotent; a rule or namespace already
-// gone counts as success.
+// gone counts as success. A rule installed under a Key is left in place:
+// MasqueradeSpec.Remove removes it.
 func (m *Masquerade) Close() error { return m.o.close() }

@@ -433,7 +433,12 @@ func (nw *Network) attach(ctx context.Context, ns *Namespace, opts []AttachOptio
 	}
 	a.routes = append(a.routes, o.routes...)
 	for _, r := range a.routes {
-		if err := ns.AddRoute(ctx, r); err != nil {
+		if r.Dev == o.ifname {
+			err = ns.addRouteOnLink(ctx, r, a.veth.peerIndex)
+		} else {
+			err = ns.AddRoute(ctx, r)
+		}
+		if err != nil {
 			return a, err
 		}
 	}

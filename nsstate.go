@@ -190,16 +190,9 @@ type owner struct {
 // fill with the namespace's state locked. If fill fails, whatever it
 // recorded in the owner is undone.
 func build(ctx context.Context, in *Namespace, kind, name, label string, want IptablesBackend, iptables bool, fill func(ctx context.Context, o *owner) error) (*owner, error) {
-	ns, err := resolveNS(in)
+	ns, release, err := enter(ctx, in)
 	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	release, err := ns.acquire()
-	if err != nil {
-		return nil, fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	defer release()
 	st, err := pinState(ns)

@@ -148,6 +148,25 @@ func (n *Namespace) AddRoute(ctx context.Context, r Route) error {
 	return opErr("add route", "namespace", n.String(), err)
 }
 
+// addRouteOnLink is AddRoute for a route whose device's index the caller
+// already knows, saving the lookup.
+func (n *Namespace) addRouteOnLink(ctx context.Context, r Route, idx int) error {
+	err := n.withHandle(ctx, func() error {
+		if err := r.validate(); err != nil {
+			return err
+		}
+		dev := r.Dev
+		r.Dev = ""
+		nr, err := n.toNetlinkRoute(r)
+		if err != nil {
+			return err
+		}
+		r.Dev, nr.LinkIndex = dev, idx
+		return explainRouteErr(r, n.h.RouteAdd(nr))
+	})
+	return opErr("add route", "namespace", n.String(), err)
+}
+
 // AddDefaultRoute installs a default route via gw, of gw's family.
 //
 // Equivalent to: `ip -n NS route add default via GW`

@@ -154,22 +154,15 @@ func (s *VethSpec) create(ctx context.Context) (*VethPair, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	ns, err := resolveNS(s.in)
-	if err != nil {
-		return nil, err
-	}
-	peerNS := ns
-	if s.peerNS != nil {
-		peerNS = s.peerNS
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	release, err := ns.acquire()
+	ns, release, err := enter(ctx, s.in)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
+	peerNS := ns
+	if s.peerNS != nil {
+		peerNS = s.peerNS
+	}
 	if peerNS != ns {
 		prelease, err := peerNS.acquire()
 		if err != nil {
@@ -238,27 +231,18 @@ func (v *VethPair) setup(s *VethSpec) error {
 	if s.ipv6 != nil {
 		wantV6 = *s.ipv6
 	}
-	hostSys := ipv6Sysctls(v.name, wantV6, s.dad)
-	peerSys := ipv6Sysctls(v.peerName, wantV6, s.dad)
-	if peerNS == ns {
-		hostSys = append(hostSys, peerSys...)
-		peerSys = nil
-	}
-	if err := applySysctls(ns, hostSys); err != nil {
-		return err
-	}
-	if err := applySysctls(peerNS, peerSys); err != nil {
-		return err
-	}
-	if err := faultPoint("veth:sysctl"); err != nil {
-		return err
-	}
 	peer, err := peerNS.h.LinkByName(v.peerName)
 	if err != nil {
 		return fmt.Errorf("find peer %q: %w", v.peerName, err)
 	}
 	v.peerIndex = peer.Attrs().Index
 	v.peerMAC = peer.Attrs().HardwareAddr
+	if err := quietIPv6(ns, v.index, v.name, wantV6, s.dad, peerNS, v.peerIndex, v.peerName); err != nil {
+		return err
+	}
+	if err := faultPoint("veth:sysctl"); err != nil {
+		return err
+	}
 	v.mac = s.mac
 	for _, p := range s.addrs {
 		if err := addAddr(ns.h, v.index, p, s.dad); err != nil {

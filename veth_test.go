@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podnet/podnet"
 	"github.com/podnet/podnet/podnettest"
@@ -127,11 +128,13 @@ func TestIPv4OnlyPairHasNoIPv6(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(v.Name(), "pn"), v.Name())
 	assert.LessOrEqual(t, len(v.Name()), 15)
+	// Give IPv6 time to do what it would (DAD, MLD, router solicitation).
+	time.Sleep(1500 * time.Millisecond)
 	for _, side := range []struct {
 		ns   *podnet.Namespace
 		name string
 	}{{host, v.Name()}, {ns, v.PeerName()}} {
-		val, err := side.ns.Sysctl("net/ipv6/conf/" + side.name + "/disable_ipv6")
+		val, err := side.ns.Sysctl("net/ipv6/conf/" + side.name + "/addr_gen_mode")
 		require.NoError(t, err)
 		assert.Equal(t, "1", val, side.name)
 		addrs, err := side.ns.Addresses(ctx, side.name)
@@ -139,7 +142,19 @@ func TestIPv4OnlyPairHasNoIPv6(t *testing.T) {
 		for _, a := range addrs {
 			assert.True(t, a.Addr().Is4(), "%s has %v", side.name, a)
 		}
+		// Not one IPv6 packet left either end.
+		out, err := side.ns.Command("cat", "/proc/net/dev_snmp6/"+side.name).Output()
+		require.NoError(t, err)
+		assert.Regexp(t, `(?m)^Ip6OutRequests\s+0$`, string(out), side.name)
+		assert.Regexp(t, `(?m)^Ip6OutMcastPkts\s+0$`, string(out), side.name)
 	}
+	// A dual-stack pair, by contrast, has IPv6 working at once.
+	ns2 := podnettest.Namespace(t)
+	v6, err := podnet.NewVethPair("").In(host).Address(pfx("fd10::1/64")).Peer("", ns2).PeerAddress(pfx("fd10::2/64")).Create(ctx)
+	require.NoError(t, err)
+	_, err = ns2.Ping(ctx, ip("fd10::1"))
+	require.NoError(t, err)
+	require.NoError(t, v6.Close())
 	require.NoError(t, v.Close())
 	require.NoError(t, v.Close())
 	assert.Equal(t, []string{"lo"}, linkNames(t, host))

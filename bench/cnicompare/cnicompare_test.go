@@ -1,0 +1,178 @@
+package cnicompare
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/podnet/podnet/cmd/podnet-cni/cnitest"
+)
+
+// binDir holds the three plugin binaries, built once by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "podnet-cni-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		for _, b := range []struct{ name, pkg, workdir string }{
+			{"bridge", "github.com/containernetworking/plugins/plugins/main/bridge", "."},
+			{"host-local", "github.com/containernetworking/plugins/plugins/ipam/host-local", "."},
+			{"podnet-cni", "./cmd/podnet-cni", "../.."}, // the root module, with its own dependencies
+		} {
+			if _, err := cnitest.Build(dir, b.name, b.pkg, b.workdir); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		binDir = dir
+		return m.Run()
+	}())
+}
+
+// impls are the two implementations of one configuration: the type of
+// the plugin is all that differs.
+var impls = []struct{ name, typ string }{
+	{"podnet", "podnet-cni"},
+	{"reference", "bridge"},
+}
+
+// bridgeConf is a configuration as a Kubernetes node might use it.
+func bridgeConf(typ, dataDir string, dual bool) map[string]any {
+	ranges := [][]map[string]any{{{"subnet": "10.88.0.0/16"}}}
+	if dual {
+		ranges = append(ranges, []map[string]any{{"subnet": "fd20:88::/64"}})
+	}
+	return map[string]any{
+		"type":             typ,
+		"bridge":           "cni0",
+		"isGateway":        true,
+		"isDefaultGateway": true,
+		"ipMasq":           true,
+		"mtu":              1450,
+		"hairpinMode":      true,
+		"ipam": map[string]any{
+			"type":    "host-local",
+			"ranges":  ranges,
+			"routes":  []map[string]any{{"dst": "198.51.100.0/24"}},
+			"dataDir": dataDir,
+		},
+	}
+}
+
+func confList(tb testing.TB, env *cnitest.Env, typ string, dual bool) *libcni.NetworkConfigList {
+	tb.Helper()
+	list, err := cnitest.ConfList("k8s-pod-network", "1.1.0", bridgeConf(typ, env.DataDir, dual))
+	require.NoError(tb, err)
+	return list
+}
+
+// observed is what one implementation did to one container, in terms
+// that must be the same for both.
+type observed struct {
+	IPs      []string // address and gateway of each result IP
+	Routes   []string // the result's routes
+	State    cnitest.State
+	Reaches  []netip.Addr // the other containers' addresses it pings
+	SeenAs   []netip.Addr // its source address as the internet sees it
+	Detached bool         // DEL, run twice, removed its interface
+}
+
+// TestSameAsReference attaches three containers to a dual-stack network
+// with each implementation and compares results, kernel state (addresses,
+// routes, MTU), reachability and masquerading, then DEL and the address
+// the next ADD gets. CHECK must pass for both.
+func TestSameAsReference(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	got := map[string][]observed{}
+	for _, impl := range impls {
+		env := cnitest.NewEnv(t, binDir)
+		inet := env.Internet(t)
+		list := confList(t, env, impl.typ, true)
+		var ctrs []*cnitest.Container
+		var results []*current.Result
+		for i := range 3 {
+			c := env.Container(t, fmt.Sprintf("ctr%d", i))
+			res, err := env.Add(ctx, list, c)
+			require.NoError(t, err, impl.name)
+			require.NoError(t, cnitest.CheckResult(ctx, env.Host, c, res, true), impl.name)
+			require.NoError(t, env.Check(ctx, list, c), impl.name)
+			ctrs, results = append(ctrs, c), append(results, res)
+		}
+		var obs []observed
+		for i, c := range ctrs {
+			var o observed
+			for _, ipc := range results[i].IPs {
+				o.IPs = append(o.IPs, ipc.Address.String()+" gw "+ipc.Gateway.String())
+			}
+			for _, r := range results[i].Routes {
+				o.Routes = append(o.Routes, r.String())
+			}
+			slices.Sort(o.Routes)
+			st, err := cnitest.Observe(ctx, c)
+			require.NoError(t, err)
+			o.State = st
+			for j, res := range results {
+				if j == i {
+					continue
+				}
+				for _, ipc := range res.IPs {
+					a, _ := netip.AddrFromSlice(ipc.Address.IP)
+					if _, err := c.NS.Ping(ctx, a.Unmap()); err == nil {
+						o.Reaches = append(o.Reaches, a.Unmap())
+					}
+				}
+			}
+			for _, dst := range []netip.Addr{inet.Addr4, inet.Addr6} {
+				seen, err := inet.SeenFrom(ctx, c.NS, dst)
+				assert.NoError(t, err, "%s: %s -> %s", impl.name, c.ID, dst)
+				o.SeenAs = append(o.SeenAs, seen)
+			}
+			obs = append(obs, o)
+		}
+		for i, c := range ctrs {
+			require.NoError(t, env.Del(ctx, list, c), impl.name)
+			require.NoError(t, env.Del(ctx, list, c), impl.name)
+			_, err := c.NS.Handle().LinkByName("eth0")
+			obs[i].Detached = err != nil
+		}
+		// Both allocate round-robin: the next container gets the next
+		// address, not a released one.
+		res, err := env.Add(ctx, list, env.Container(t, "next"))
+		require.NoError(t, err, impl.name)
+		var o observed
+		for _, ipc := range res.IPs {
+			o.IPs = append(o.IPs, ipc.Address.String()+" gw "+ipc.Gateway.String())
+		}
+		got[impl.name] = append(obs, o)
+	}
+	ref, pn := got["reference"], got["podnet"]
+	require.Len(t, pn, len(ref))
+	for i := range ref {
+		assert.Equal(t, ref[i], pn[i], "container %d: reference (expected) vs podnet-cni (actual)", i)
+	}
+	// And what both did is what was asked.
+	assert.Equal(t, []string{"10.88.0.2/16 gw 10.88.0.1", "fd20:88::2/64 gw fd20:88::1"}, pn[0].IPs)
+	routes := []string{"10.88.0.0/16", "198.51.100.0/24 via 10.88.0.1", "default via 10.88.0.1", "default6 via fd20:88::1", "fd20:88::/64"}
+	slices.Sort(routes)
+	assert.Equal(t, routes, pn[0].State.Routes)
+	assert.Equal(t, 1450, pn[0].State.MTU)
+	assert.Len(t, pn[0].Reaches, 4)
+	assert.Equal(t, []netip.Addr{netip.MustParseAddr("203.0.113.2"), netip.MustParseAddr("2001:db8:5::2")}, pn[0].SeenAs)
+	assert.True(t, pn[0].Detached)
+	assert.Equal(t, []string{"10.88.0.5/16 gw 10.88.0.1", "fd20:88::5/64 gw fd20:88::1"}, pn[3].IPs)
+}

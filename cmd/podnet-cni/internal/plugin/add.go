@@ -1,0 +1,334 @@
+package plugin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podnet/podnet"
+	"github.com/podnet/podnet/ipam"
+)
+
+// Indexes of the interfaces in an ADD result, as the reference bridge
+// plugin orders them.
+const (
+	ifBridge    = 0
+	ifHost      = 1
+	ifContainer = 2
+)
+
+// allocation is an address an attachment got from a range.
+type allocation struct {
+	r    Range
+	addr netip.Addr
+}
+
+func (a allocation) prefix() netip.Prefix { return netip.PrefixFrom(a.addr, a.r.Subnet.Bits()) }
+
+// Add attaches the container: an address from every range set, a veth pair
+// with one end inside the container's namespace as args.IfName and the
+// other on the bridge (created if missing), routes, and, as configured,
+// gateway addresses on the bridge, forwarding and masquerading. On failure
+// it undoes what it did, except the bridge and the network's NAT rule,
+// which belong to the network. The result is in the configuration's CNI
+// version.
+//
+// Equivalent to what the reference bridge plugin with host-local IPAM does
+// on ADD.
+func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (types.Result, error) {
+	c, err := ParseConfig(args.StdinData, args.Args)
+	if err != nil {
+		return nil, err
+	}
+	if c.PrevResult != nil {
+		raw, _ := json.Marshal(c.PrevResult)
+		return nil, unsupported("prevResult", raw, "podnet-cni creates the container's interface: it must be the first plugin of a chain")
+	}
+	if err := podnet.ValidateLinkName(args.IfName); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME: "+err.Error(), "")
+	}
+	host, release, err := p.host()
+	if err != nil {
+		return nil, internal("open the host namespace", err)
+	}
+	defer release()
+	res, err := add(ctx, host, c, args)
+	if err != nil {
+		return nil, err
+	}
+	return res.GetAsVersion(c.CNIVersion)
+}
+
+func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.CmdArgs) (_ *current.Result, err error) {
+	cns, err := podnet.OpenNamespace(args.Netns)
+	if err != nil {
+		return nil, netnsError(args.Netns, err)
+	}
+	defer cns.Close()
+	// The spec requires an error if the interface exists, and a second
+	// ADD must not undo the first: check before changing anything.
+	if _, err := cns.Handle().LinkByName(args.IfName); err == nil {
+		return nil, types.NewError(CodeAttached, fmt.Sprintf("interface %q already exists in %s", args.IfName, args.Netns), "")
+	}
+	owner := ownerKey(args.ContainerID, args.IfName)
+	ps, err := openPools(c)
+	if err != nil {
+		return nil, err
+	}
+	defer ps.close()
+	var held []netip.Addr
+	ps.each(c, func(_ Range, p *ipam.Pool) { held = append(held, p.Lookup(owner)...) })
+	if len(held) > 0 {
+		return nil, types.NewError(CodeAttached, fmt.Sprintf("container %s interface %s is already attached to network %s", args.ContainerID, args.IfName, c.Name),
+			fmt.Sprintf("it holds %v", held))
+	}
+
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			var errs []error
+			for i := len(undo) - 1; i >= 0; i-- {
+				errs = append(errs, undo[i]())
+			}
+			err = withUndo(err, errors.Join(errs...))
+		}
+	}()
+
+	allocs := make([]allocation, 0, len(c.RangeSets))
+	for i, set := range c.RangeSets {
+		var got *allocation
+		for j, r := range set {
+			pool := ps[i][j]
+			a, aerr := pool.AllocateFor(owner)
+			if errors.Is(aerr, ipam.ErrExhausted) {
+				continue
+			}
+			if aerr != nil {
+				return nil, storeError(fmt.Sprintf("allocate from range %s", r), aerr)
+			}
+			undo = append(undo, func() error { return pool.Release(a) })
+			got = &allocation{r: r, addr: a}
+			break
+		}
+		if got == nil {
+			var rs []string
+			for _, r := range set {
+				rs = append(rs, r.String())
+			}
+			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("no free address in range set %d (%s)", i, strings.Join(rs, ", ")), "")
+		}
+		allocs = append(allocs, *got)
+	}
+
+	br, err := setupNetwork(ctx, host, c, allocs)
+	if err != nil {
+		return nil, err
+	}
+
+	prefixes := make([]netip.Prefix, len(allocs))
+	for i, a := range allocs {
+		prefixes[i] = a.prefix()
+	}
+	hostName := hostVethName(c.Name, args.ContainerID, args.IfName)
+	spec := podnet.NewVethPair(hostName).In(host).Master(br).Label(vethLabel(hostName)).
+		Peer(args.IfName, cns).PeerAddress(prefixes...).MTU(c.MTU)
+	if c.HairpinMode {
+		spec.Hairpin(true)
+	}
+	v, err := spec.Create(ctx)
+	if errors.Is(err, podnet.ErrExists) {
+		return nil, types.NewError(CodeAttached, fmt.Sprintf("container %s interface %s: its veth pair exists", args.ContainerID, args.IfName), err.Error())
+	}
+	if err != nil {
+		return nil, internal("create the veth pair", err)
+	}
+	undo = append(undo, v.Close)
+
+	resRoutes, routes := c.routes(allocs, args.IfName)
+	for _, r := range routes {
+		if err := addRoute(ctx, cns, r); err != nil {
+			return nil, internal(fmt.Sprintf("add route %v in the container", r), err)
+		}
+	}
+
+	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: resRoutes, DNS: c.DNS}
+	brLink, err := host.Handle().LinkByIndex(br.Index())
+	if err != nil {
+		return nil, internal("read the bridge", err)
+	}
+	hostLink, err := host.Handle().LinkByIndex(v.Index())
+	if err != nil {
+		return nil, internal("read the host end of the veth pair", err)
+	}
+	result.Interfaces = []*current.Interface{
+		ifBridge:    {Name: br.Name(), Mac: brLink.Attrs().HardwareAddr.String()},
+		ifHost:      {Name: v.Name(), Mac: hostLink.Attrs().HardwareAddr.String()},
+		ifContainer: {Name: args.IfName, Mac: v.PeerMAC().String(), Sandbox: args.Netns},
+	}
+	for _, a := range allocs {
+		result.IPs = append(result.IPs, &current.IPConfig{
+			Interface: current.Int(ifContainer),
+			Address:   *ipNet(a.prefix()),
+			Gateway:   a.r.Gateway.AsSlice(),
+		})
+	}
+	// Last, as nothing may fail after it: the rollback's v.Close deletes
+	// the pair only while it still carries podnet's mark.
+	if err := host.Handle().LinkSetAlias(hostLink, vethAlias(c.Name, args.ContainerID, args.IfName)); err != nil {
+		return nil, internal("mark the host end of the veth pair", err)
+	}
+	return result, nil
+}
+
+// addRoute installs r in the container. If the container has a route to
+// the destination with the same metric already, through another
+// attachment, r is added beside it (without NLM_F_EXCL), as the reference
+// plugin does: an IPv4 route goes first, an IPv6 one becomes a next hop
+// of a multipath route.
+//
+// Equivalent to: `ip route add DST via GW dev IFNAME metric M`, falling back
+// to the same without NLM_F_EXCL.
+func addRoute(ctx context.Context, cns *podnet.Namespace, r podnet.Route) error {
+	err := cns.AddRoute(ctx, r)
+	if !errors.Is(err, podnet.ErrExists) {
+		return err
+	}
+	l, lerr := cns.Handle().LinkByName(r.Dev)
+	if lerr != nil {
+		return errors.Join(err, lerr)
+	}
+	nr := &netlink.Route{Dst: ipNet(r.Dst), LinkIndex: l.Attrs().Index, Priority: r.Metric, Table: r.Table}
+	if r.Gateway.IsValid() {
+		nr.Gw = r.Gateway.AsSlice()
+	}
+	return cns.Handle().RouteAddEcmp(nr)
+}
+
+// setupNetwork makes sure of what the attachments of the network share:
+// the bridge with the gateway addresses (isGateway), forwarding
+// (isGateway) and the masquerade rules (ipMasq, see masq.go). It holds the
+// network's lock meanwhile.
+//
+// The bridge is created if missing, with a fixed MAC address (so that it
+// does not change as ports come and go), and never deleted: like the
+// reference plugin's, it outlives the attachments. An existing bridge is
+// used as it is, apart from the gateway addresses.
+func setupNetwork(ctx context.Context, host *podnet.Namespace, c *NetConf, allocs []allocation) (*podnet.Bridge, error) {
+	unlock, err := lockNetwork(c)
+	if err != nil {
+		return nil, types.NewError(types.ErrIOFailure, "lock the network", err.Error())
+	}
+	defer unlock()
+
+	var gws []netip.Prefix
+	if c.IsGateway {
+		for _, a := range allocs {
+			if gw := netip.PrefixFrom(a.r.Gateway, a.r.Subnet.Bits()); !slices.Contains(gws, gw) {
+				gws = append(gws, gw)
+			}
+		}
+	}
+	br, err := podnet.NewBridge(c.Bridge).In(host).Adopt().MTU(c.MTU).MAC(randomMAC()).Address(gws...).Create(ctx)
+	if err != nil {
+		return nil, internal(fmt.Sprintf("set up bridge %s", c.Bridge), err)
+	}
+	if br.Owned() {
+		dev := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: br.Index()}}
+		if err := host.Handle().LinkSetAlias(dev, bridgeAlias(c.Name)); err != nil {
+			return nil, internal(fmt.Sprintf("mark bridge %s", c.Bridge), errors.Join(err, br.Close()))
+		}
+	}
+	if err := ensureHostSetup(ctx, host, c); err != nil {
+		return nil, err
+	}
+	return br, nil
+}
+
+// routes returns the routes of an attachment: for the result (as given,
+// a route without gateway using the address's) and for the kernel (with
+// the gateway filled in). isDefaultGateway adds a default route per family
+// via the gateway unless ipam.routes has one with a gateway already, as in
+// the reference plugin.
+func (c *NetConf) routes(allocs []allocation, ifname string) ([]*types.Route, []podnet.Route) {
+	var v4gw, v6gw netip.Addr
+	for _, a := range allocs {
+		if a.addr.Is4() && !v4gw.IsValid() {
+			v4gw = a.r.Gateway
+		}
+		if a.addr.Is6() && !v6gw.IsValid() {
+			v6gw = a.r.Gateway
+		}
+	}
+	all := slices.Clone(c.Routes)
+	if c.IsDefaultGateway {
+		for _, gw := range []netip.Addr{v4gw, v6gw} {
+			if !gw.IsValid() {
+				continue
+			}
+			def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if gw.Is6() {
+				def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
+			found := false
+			for _, r := range all {
+				found = found || r.Dst == def && r.GW.IsValid()
+			}
+			if !found {
+				all = append(all, Route{Dst: def, GW: gw})
+			}
+		}
+	}
+	var res []*types.Route
+	var kernel []podnet.Route
+	for _, r := range all {
+		tr := &types.Route{Dst: *ipNet(r.Dst), Priority: r.Priority}
+		if r.GW.IsValid() {
+			tr.GW = r.GW.AsSlice()
+		}
+		if r.Table != 0 {
+			tr.Table = &r.Table
+		}
+		res = append(res, tr)
+		kr := c.kernelRoute(r, ifname, v4gw, v6gw)
+		if !slices.Contains(kernel, kr) {
+			kernel = append(kernel, kr)
+		}
+	}
+	return res, kernel
+}
+
+// kernelRoute is r as installed in the container: via r's gateway, or the
+// attachment's gateway of r's family, or straight out of the interface.
+func (c *NetConf) kernelRoute(r Route, ifname string, v4gw, v6gw netip.Addr) podnet.Route {
+	gw := r.GW
+	if !gw.IsValid() {
+		gw = v6gw
+		if r.Dst.Addr().Is4() {
+			gw = v4gw
+		}
+	}
+	return podnet.Route{Dst: r.Dst, Gateway: gw, Dev: ifname, Metric: r.Priority, Table: r.Table}
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// randomMAC returns a random locally administered unicast MAC address.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}

@@ -1,0 +1,222 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podnet/podnet"
+	"github.com/podnet/podnet/ipam"
+)
+
+// Del detaches the container: it deletes the attachment's veth pair (the
+// container's interface goes with it) and releases its addresses. It needs
+// neither the container's namespace nor prevResult, so it works, and
+// succeeds, when the namespace is gone or the attachment was deleted
+// already. The bridge and the network's NAT rule stay.
+//
+// Equivalent to what the reference bridge plugin with host-local IPAM does
+// on DEL.
+func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
+	c, err := ParseConfig(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	host, release, err := p.host()
+	if err != nil {
+		return internal("open the host namespace", err)
+	}
+	defer release()
+	// The kernel takes most of DEL's time deleting the veth pair (it waits
+	// for RCU callbacks); open the stores meanwhile. Addresses are released
+	// only once the interface is gone.
+	type opened struct {
+		ps  pools
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		ps, err := openExistingPools(c)
+		ch <- opened{ps, err}
+	}()
+	delErr := deleteHostVeth(host, c, args.ContainerID, args.IfName)
+	o := <-ch
+	if o.err == nil {
+		defer o.ps.close()
+	}
+	if delErr != nil {
+		// The addresses may still be on the interface: keep them for the
+		// runtime's next DEL.
+		return internal("delete the attachment's veth pair", delErr)
+	}
+	if o.err != nil {
+		return o.err
+	}
+	var errs []error
+	owner := ownerKey(args.ContainerID, args.IfName)
+	o.ps.each(c, func(r Range, p *ipam.Pool) {
+		if _, err := p.ReleaseOwner(owner); err != nil {
+			errs = append(errs, fmt.Errorf("release the addresses of range %s: %w", r, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return internal("delete the attachment", err)
+	}
+	return nil
+}
+
+// deleteHostVeth deletes the host end of an attachment's veth pair if it
+// is there and is podnet-cni's (its alias says so, or it still carries the
+// podnet mark of an ADD that did not finish).
+//
+// Equivalent to: `ip link del HOSTVETH`
+func deleteHostVeth(host *podnet.Namespace, c *NetConf, containerID, ifname string) error {
+	name := hostVethName(c.Name, containerID, ifname)
+	h := host.Handle()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		var lnf netlink.LinkNotFoundError
+		if errors.As(err, &lnf) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	want := vethAlias(c.Name, containerID, ifname)
+	alias := l.Attrs().Alias
+	m, isMark := podnet.ParseMark(alias)
+	if l.Type() != "veth" || alias != want && !(isMark && m.Label == vethLabel(name)) {
+		// Not ours: leave it, and say so.
+		fmt.Fprintf(os.Stderr, "podnet-cni: not deleting %s: it is a %s with alias %q, not this attachment's veth\n", name, l.Type(), alias)
+		return nil
+	}
+	if err := h.LinkDel(l); err != nil {
+		var lnf netlink.LinkNotFoundError
+		if errors.As(err, &lnf) || errors.Is(err, podnet.ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// GC releases the addresses of every attachment of the network not in
+// cni.dev/valid-attachments, deletes the host veth ends of such
+// attachments still present, and removes the network's masquerade rule of
+// a subnet left without addresses. It runs every step and reports every
+// error. An absent list is an error, not an empty one: it would release
+// everything.
+func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
+	c, err := ParseConfig(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	if !c.HasValidAttachments {
+		return invalidConf("GC needs cni.dev/valid-attachments", "")
+	}
+	host, release, err := p.host()
+	if err != nil {
+		return internal("open the host namespace", err)
+	}
+	defer release()
+	var errs []error
+	if err := gcVeths(ctx, host, c); err != nil {
+		errs = append(errs, err)
+	}
+	ps, err := openExistingPools(c)
+	if err != nil {
+		return err
+	}
+	defer ps.close()
+	alive := func(owner string) bool {
+		// Keys that are not "ID/ifname" are not podnet-cni's: keep them.
+		return strings.Count(owner, "/") != 1 || c.ValidAttachments[owner]
+	}
+	unlock, err := lockNetwork(c)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "lock the network", err.Error())
+	}
+	defer unlock()
+	used := map[netip.Prefix]int{}
+	ps.each(c, func(r Range, p *ipam.Pool) {
+		if _, err := p.GC(alive); err != nil {
+			errs = append(errs, fmt.Errorf("release stale addresses of range %s: %w", r, err))
+		}
+		used[r.Subnet] += p.Used()
+	})
+	if c.IPMasq {
+		forgetHostSetup(c)
+		for _, s := range c.subnets() {
+			if used[s] == 0 {
+				if err := removeMasquerade(ctx, host, c, s); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return internal("garbage-collect the network", err)
+	}
+	return nil
+}
+
+// gcVeths deletes the host veth ends of the network's attachments that are
+// not valid. Normally there are none: a veth pair dies with the container's
+// namespace.
+func gcVeths(ctx context.Context, host *podnet.Namespace, c *NetConf) error {
+	links, err := host.Links(ctx)
+	if err != nil {
+		return err
+	}
+	prefix := aliasPrefix + c.Name + "/"
+	var errs []error
+	for _, l := range links {
+		rest, ok := strings.CutPrefix(l.Attrs().Alias, prefix)
+		if !ok || l.Type() != "veth" {
+			continue
+		}
+		id, ifname, ok := strings.Cut(rest, "/")
+		if !ok || c.ValidAttachments[ownerKey(id, ifname)] {
+			continue
+		}
+		if err := deleteHostVeth(host, c, id, ifname); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status reports whether ADD can succeed: every range set must have a free
+// address (else CNI error 50) and every existing store must be readable.
+func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
+	c, err := ParseConfig(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	ps, err := openExistingPools(c)
+	if err != nil {
+		var te *types.Error
+		if errors.As(err, &te) {
+			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
+		}
+		return err
+	}
+	defer ps.close()
+	for i, set := range c.RangeSets {
+		free := false
+		for j := range set {
+			p := ps[i][j]
+			free = free || p == nil || p.Free() > 0
+		}
+		if !free {
+			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("no free address in range set %d", i), "")
+		}
+	}
+	return nil
+}
