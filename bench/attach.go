@@ -78,9 +78,9 @@ func attachKinds(env *attachEnv) []attachKind {
 			func(sb *sandbox, env *attachEnv) (attacher, error) { return newPodnetAttacher(sb, env, false), nil }},
 		{"podnet", "teardown-batch", "Network.Attach; Network.Close deletes all attachments in one batch",
 			func(sb *sandbox, env *attachEnv) (attacher, error) { return newPodnetAttacher(sb, env, true), nil }},
-		{"raw", "teardown", "vishvananda/netlink calls only, IPv6 disabled on both veth ends as podnet does",
+		{"raw", "teardown", "vishvananda/netlink calls only; no IPv6 link-local address (addr_gen_mode none) on the bridge and both veth ends, as podnet",
 			func(sb *sandbox, env *attachEnv) (attacher, error) { return newRawAttacher(sb, env, false) }},
-		{"raw-ipv6", "teardown", "the same with IPv6 left on (as the CNI bridge plugin leaves it)",
+		{"raw-ipv6", "teardown", "the same with IPv6 as the kernel sets it up: link-local address, DAD, MLD (as the CNI bridge plugin leaves it)",
 			func(sb *sandbox, env *attachEnv) (attacher, error) { return newRawAttacher(sb, env, true) }},
 	}
 	if env.cni != nil {

@@ -20,8 +20,9 @@ import (
 // vishvananda/netlink calls and nothing else (no IPAM: addresses are
 // computed; no ownership marks, no validation, no rollback). The
 // masquerade rule goes in with go-iptables, run on a thread inside the
-// sandbox. Without ipv6 it disables IPv6 on the bridge and on both veth
-// ends before they come up, as podnet does for IPv4-only links.
+// sandbox. Without ipv6 it sets addr_gen_mode none on the bridge and on
+// both veth ends before they come up, as podnet does for IPv4-only links:
+// no link-local address, so no DAD, MLD or router solicitations.
 type rawAttacher struct {
 	env    *attachEnv
 	ipv6   bool
@@ -51,7 +52,7 @@ func (r *rawAttacher) up(ctx context.Context) error {
 	}
 	r.br = br
 	if !r.ipv6 {
-		if err := rawDo(r.host, func() error { return writeProc(ipv6Disable(r.env.bridge), "1") }); err != nil {
+		if err := hh.LinkSetIP6AddrGenMode(br, addrGenModeNone); err != nil {
 			return err
 		}
 	}
@@ -108,19 +109,19 @@ func (r *rawAttacher) attach(ctx context.Context, i int) error {
 		return err
 	}
 	r.veths[i] = v
+	peer, err := h.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
 	if !r.ipv6 {
-		if err := rawDo(r.host, func() error { return writeProc(ipv6Disable(name), "1") }); err != nil {
+		if err := r.hh.LinkSetIP6AddrGenMode(v, addrGenModeNone); err != nil {
 			return err
 		}
-		if err := rawDo(ns, func() error { return writeProc(ipv6Disable("eth0"), "1") }); err != nil {
+		if err := h.LinkSetIP6AddrGenMode(peer, addrGenModeNone); err != nil {
 			return err
 		}
 	}
 	if err := r.hh.LinkSetUp(v); err != nil {
-		return err
-	}
-	peer, err := h.LinkByName("eth0")
-	if err != nil {
 		return err
 	}
 	addr := r.env.addr(i)
@@ -186,7 +187,8 @@ func (r *rawAttacher) close() error {
 
 const ipForward = "/proc/sys/net/ipv4/ip_forward"
 
-func ipv6Disable(ifname string) string { return "/proc/sys/net/ipv6/conf/" + ifname + "/disable_ipv6" }
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no IPv6 link-local address.
+const addrGenModeNone = 1
 
 func writeProc(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 

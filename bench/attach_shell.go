@@ -13,8 +13,8 @@ import (
 )
 
 // shellScript is the shell implementation: what an admin's script does
-// with ip and iptables, the same work as podnet (IPv6 disabled on IPv4-only
-// links, forwarding restored on the way down). It is fixed text; every
+// with ip and iptables, the same work as podnet (no IPv6 link-local
+// address on IPv4-only links, forwarding restored on the way down). It is fixed text; every
 // parameter arrives as a positional argument and is only ever quoted, never
 // interpolated into code. bash runs with its process inside the sandbox,
 // and `ip netns add` mounts into the bench's private /run/netns.
@@ -23,7 +23,7 @@ op=$1; shift
 case $op in
 up) # BRIDGE GATEWAY/LEN SUBNET SAVE-IP-FORWARD-TO
 	ip link add "$1" type bridge
-	echo 1 > "/proc/sys/net/ipv6/conf/$1/disable_ipv6"
+	ip link set "$1" addrgenmode none
 	ip addr add "$2" dev "$1"
 	ip link set "$1" up
 	read -r fwd < /proc/sys/net/ipv4/ip_forward
@@ -33,7 +33,7 @@ up) # BRIDGE GATEWAY/LEN SUBNET SAVE-IP-FORWARD-TO
 	;;
 up-nomasq) # BRIDGE GATEWAY/LEN
 	ip link add "$1" type bridge
-	echo 1 > "/proc/sys/net/ipv6/conf/$1/disable_ipv6"
+	ip link set "$1" addrgenmode none
 	ip addr add "$2" dev "$1"
 	ip link set "$1" up
 	;;
@@ -41,8 +41,8 @@ attach) # NETNS HOSTIF BRIDGE ADDRESS/LEN GATEWAY
 	ip netns add "$1"
 	ip -n "$1" link set lo up
 	ip link add "$2" type veth peer name eth0 netns "$1"
-	echo 1 > "/proc/sys/net/ipv6/conf/$2/disable_ipv6"
-	ip netns exec "$1" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1
+	ip link set "$2" addrgenmode none
+	ip -n "$1" link set eth0 addrgenmode none
 	ip link set "$2" master "$3" up
 	ip -n "$1" addr add "$4" dev eth0
 	ip -n "$1" link set eth0 up

@@ -183,3 +183,61 @@ func TestShellArgsAreData(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestQuietIPv6 checks that the implementations that claim podnet's work
+// leave no IPv6 link-local address on the bridge or the veth ends, and that
+// raw-ipv6 does get one: the floor and the shell do neither more nor less
+// than podnet.
+func TestQuietIPv6(t *testing.T) {
+	podnettest.RequirePrivilege(t)
+	ctx := testCtx(t)
+	env := defaultAttachEnv()
+	env.tmp = t.TempDir()
+	for _, kind := range attachKinds(env) {
+		if kind.teardownOp != "teardown" {
+			continue
+		}
+		t.Run(kind.impl, func(t *testing.T) {
+			sb, err := newSandbox(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Close()
+			a, err := kind.make(sb, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.close()
+			if err := a.up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.attach(ctx, 0); err != nil {
+				t.Fatal(err)
+			}
+			pns, release, err := a.pods()[0].open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			var v6 []string
+			for _, h := range []*netlink.Handle{sb.host.Handle(), pns.Handle()} {
+				addrs, err := h.AddrList(nil, netlink.FAMILY_V6)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ad := range addrs {
+					l, err := h.LinkByIndex(ad.LinkIndex)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if n := l.Attrs().Name; n != "lo" && n != uplinkName {
+						v6 = append(v6, n+" "+ad.IPNet.String())
+					}
+				}
+			}
+			if want := kind.impl == "raw-ipv6"; (len(v6) > 0) != want {
+				t.Errorf("IPv6 addresses %v; want some: %v", v6, want)
+			}
+		})
+	}
+}
