@@ -1,6 +1,7 @@
 package podnet_test
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -126,3 +127,32 @@ var closedNS = func() *podnet.Namespace {
 	_ = ns.Close()
 	return ns
 }()
+
+// FuzzPortMapping checks the port-forward validator: any mapping is
+// rejected with ErrInvalidOption/ErrInvalidAddress, or accepted only when
+// its ports are in range; nothing is ever created (the namespace is closed).
+func FuzzPortMapping(f *testing.F) {
+	f.Add("tcp", 8080, 0, "10.0.0.2:80")
+	f.Add("udp", 1000, 1100, "10.0.0.2:60000")
+	f.Add("sctp", 0, -1, "[fd00::2]:0")
+	f.Add("tcp", 65535, 65535, "10.0.0.2:65535")
+	f.Add("tcp", 70000, 1, "0.0.0.0:1")
+	f.Fuzz(func(t *testing.T, proto string, port, end int, to string) {
+		m := podnet.PortMapping{Proto: podnet.Protocol(proto), HostPort: port, HostPortEnd: end}
+		m.To, _ = netip.ParseAddrPort(to)
+		_, err := podnet.NewPortForward().In(closedNS).Map(m).Create(t.Context())
+		if err == nil {
+			t.Fatalf("%v created in a closed namespace", m)
+		}
+		if errors.Is(err, podnet.ErrClosed) { // passed validation
+			last := m.HostPortEnd
+			if last == 0 {
+				last = m.HostPort
+			}
+			if m.HostPort < 1 || last > 65535 || last < m.HostPort || m.To.Port() == 0 ||
+				int(m.To.Port())+last-m.HostPort > 65535 || (proto != "tcp" && proto != "udp") {
+				t.Fatalf("accepted %+v", m)
+			}
+		}
+	})
+}

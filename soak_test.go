@@ -72,6 +72,11 @@ func TestSoak(t *testing.T) {
 	t.Logf("%d labs in %v", workers*cycles, time.Since(start))
 
 	assert.Equal(t, []string{"lo"}, linkNames(t, host), "links leaked")
+	assert.NotContains(t, iptablesSave(t, host), "-A ", "iptables rules leaked")
+	fwd, err := host.Sysctl("net.ipv4.ip_forward")
+	require.NoError(t, err)
+	assert.Equal(t, "0", fwd, "forwarding left on")
+	assert.Zero(t, podnet.NamespaceStates(), "iptables/sysctl state leaked")
 	after, _ := os.ReadDir(podnet.NetnsDir)
 	assert.Equal(t, len(netns), len(after), "named namespaces leaked")
 	deadline := time.Now().Add(5 * time.Second)
@@ -82,11 +87,14 @@ func TestSoak(t *testing.T) {
 	assert.Equal(t, fds, openFDs(t), "file descriptors leaked")
 }
 
+// soakTopology is a small lab; worker 0's masquerades, so that iptables
+// rules and the forwarding sysctl come and go with it.
 func soakTopology(w int) *podnet.TopologySpec {
-	return podnet.Topology().
-		Network(fmt.Sprintf("soak%d", w), fmt.Sprintf("10.%d.0.0/24", 100+w)).
-		Host("a", fmt.Sprintf("soak%d", w)).
-		Host("b", fmt.Sprintf("soak%d", w))
+	t := podnet.Topology().Network(fmt.Sprintf("soak%d", w), fmt.Sprintf("10.%d.0.0/24", 100+w))
+	if w == 0 {
+		t.Masquerade()
+	}
+	return t.Host("a", fmt.Sprintf("soak%d", w)).Host("b", fmt.Sprintf("soak%d", w))
 }
 
 func errorsJoin(errs ...error) error {

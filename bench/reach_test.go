@@ -47,7 +47,9 @@ func rawLab(t *testing.T, ctx context.Context) (*sandbox, *rawAttacher, *attachE
 // missing.
 func TestCheckReach(t *testing.T) {
 	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
-	probeTimeout = time.Second
+	// Short, for the probe meant to fail, but not so short that the probes
+	// meant to succeed time out on a loaded machine.
+	probeTimeout = 2 * time.Second
 	cases := []struct {
 		name     string
 		sabotage func(t *testing.T, sb *sandbox, r *rawAttacher, env *attachEnv) error
