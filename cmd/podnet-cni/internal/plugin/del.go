@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet"
 	"github.com/podnet/podnet/ipam"
@@ -98,7 +99,9 @@ func deleteHostVeth(host *podnet.Namespace, c *NetConf, containerID, ifname stri
 	}
 	if err := h.LinkDel(l); err != nil {
 		var lnf netlink.LinkNotFoundError
-		if errors.As(err, &lnf) || errors.Is(err, podnet.ErrNotFound) {
+		// ENODEV: the kernel removed the pair meanwhile, with the
+		// container's namespace (which it tears down asynchronously).
+		if errors.As(err, &lnf) || errors.Is(err, podnet.ErrNotFound) || errors.Is(err, unix.ENODEV) {
 			return nil
 		}
 		return fmt.Errorf("delete %s: %w", name, err)
