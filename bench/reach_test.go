@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
@@ -46,8 +45,6 @@ func rawLab(t *testing.T, ctx context.Context) (*sandbox, *rawAttacher, *attachE
 // topology and fails, naming the broken probe, when any part of it is
 // missing.
 func TestCheckReach(t *testing.T) {
-	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
-	probeTimeout = time.Second
 	cases := []struct {
 		name     string
 		sabotage func(t *testing.T, sb *sandbox, r *rawAttacher, env *attachEnv) error
