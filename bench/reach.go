@@ -32,13 +32,15 @@ func (p pod) open() (*podnet.Namespace, func(), error) {
 }
 
 // Bounds of every probe: a failing check gives up within probeTimeout.
+// The echo requests are spread over most of it (every 220 ms or so): a
+// link that just came up may drop what it is given until the kernel's
+// link watcher, which can lag by a second on a busy machine, activates it.
 const (
-	probeCount = 3
-	probePort  = 7777
-	probeGreet = "podnet-bench"
+	probeCount   = 8
+	probeTimeout = 2 * time.Second
+	probePort    = 7777
+	probeGreet   = "podnet-bench"
 )
-
-var probeTimeout = 2 * time.Second // shortened by the tests of failing checks
 
 // reachTarget is where a topology must carry traffic to.
 type reachTarget struct {

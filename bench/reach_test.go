@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
@@ -46,10 +45,6 @@ func rawLab(t *testing.T, ctx context.Context) (*sandbox, *rawAttacher, *attachE
 // topology and fails, naming the broken probe, when any part of it is
 // missing.
 func TestCheckReach(t *testing.T) {
-	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
-	// Short, for the probe meant to fail, but not so short that the probes
-	// meant to succeed time out on a loaded machine.
-	probeTimeout = 2 * time.Second
 	cases := []struct {
 		name     string
 		sabotage func(t *testing.T, sb *sandbox, r *rawAttacher, env *attachEnv) error
