@@ -168,21 +168,10 @@ func (c *cniAttacher) down(ctx context.Context) error {
 	return h.LinkDel(br)
 }
 
-func (c *cniAttacher) pods() []pod {
-	out := make([]pod, len(c.addrs))
-	for i, a := range c.addrs {
-		out[i] = pod{addr: a, path: fdPath(int(c.nss[i]))}
-	}
-	return out
-}
+func (c *cniAttacher) pods() []pod { return fdPods(c.addrs, c.nss) }
 
 func (c *cniAttacher) close() error {
-	for i, ns := range c.nss {
-		if ns >= 0 {
-			ns.Close()
-			c.nss[i] = -1
-		}
-	}
+	closeNamespaces(c.nss)
 	return os.RemoveAll(c.scratch)
 }
 

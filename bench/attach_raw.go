@@ -163,21 +163,30 @@ func (r *rawAttacher) down(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (r *rawAttacher) pods() []pod {
-	out := make([]pod, len(r.addrs))
-	for i, a := range r.addrs {
-		out[i] = pod{addr: a, path: fdPath(int(r.nss[i]))}
+func (r *rawAttacher) pods() []pod { return fdPods(r.addrs, r.nss) }
+
+// fdPods describes pods held by namespace file descriptors, for the
+// reachability check.
+func fdPods(addrs []netip.Addr, nss []netns.NsHandle) []pod {
+	out := make([]pod, len(addrs))
+	for i, a := range addrs {
+		out[i] = pod{addr: a, path: fdPath(int(nss[i]))}
 	}
 	return out
 }
 
-func (r *rawAttacher) close() error {
-	for i, ns := range r.nss {
+// closeNamespaces closes the namespace descriptors still open in nss.
+func closeNamespaces(nss []netns.NsHandle) {
+	for i, ns := range nss {
 		if ns >= 0 {
 			ns.Close()
-			r.nss[i] = -1
+			nss[i] = -1
 		}
 	}
+}
+
+func (r *rawAttacher) close() error {
+	closeNamespaces(r.nss)
 	if r.hh != nil {
 		r.hh.Close()
 		r.hh = nil
