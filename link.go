@@ -113,8 +113,10 @@ func hasV6(ps []netip.Prefix) bool {
 // enabled, so an address added later still works.
 //
 // With IPv6 wanted and no DAD asked for, accept_dad is turned off on them
-// (in one thread handoff), so that even the link-local address is usable
-// at once.
+// (in one thread handoff), so that the kernel's link-local address skips
+// DAD too (the kernel clears its tentative flag from a work queue, a moment
+// after the link comes up; podnet's own addresses use IFA_F_NODAD and are
+// never tentative).
 func quietIPv6(ns *Namespace, idx int, name string, wantV6, dad bool, peerNS *Namespace, peerIdx int, peerName string) error {
 	if !wantV6 {
 		for _, l := range []struct {
