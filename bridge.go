@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -88,7 +89,9 @@ type Bridge struct {
 	ns     *Namespace
 	owned  bool
 	alias  string
-	added  []netip.Prefix // addresses podnet added to an adopted bridge
+	added  []netip.Prefix   // addresses podnet added to an adopted bridge
+	mac    net.HardwareAddr // given to Create for a bridge it made (the kernel keeps it)
+	up     bool             // adopted, and up already
 	closed atomic.Bool
 }
 
@@ -110,25 +113,45 @@ func (s *BridgeSpec) create(ctx context.Context) (*Bridge, error) {
 	}
 	defer release()
 	h := ns.h
-	b := &Bridge{name: s.name, ns: ns, owned: true, alias: selfMark(s.label)}
-	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.name, MTU: s.mtu, HardwareAddr: s.mac, Group: s.group}}
-	err = h.LinkAdd(link)
-	switch {
-	case err == nil:
-		b.index = link.Index
-	case errors.Is(err, unix.EEXIST) && s.adopt:
-		l, lerr := h.LinkByName(s.name)
-		if lerr != nil {
-			return nil, lerr
-		}
+	b := &Bridge{name: s.name, ns: ns, owned: true, alias: selfMark(s.label), mac: slices.Clone(s.mac)}
+	// adopt takes l, an existing link of that name, if it is a bridge.
+	adopt := func(l netlink.Link) error {
 		if l.Type() != "bridge" {
-			return nil, fmt.Errorf("%w: %q exists and is a %s, not a bridge", ErrExists, s.name, l.Type())
+			return fmt.Errorf("%w: %q exists and is a %s, not a bridge", ErrExists, s.name, l.Type())
 		}
-		b.index, b.owned, b.alias = l.Attrs().Index, false, l.Attrs().Alias
-	case errors.Is(err, unix.EEXIST):
-		return nil, fmt.Errorf("%w: an interface named %q exists in namespace %s (use Adopt to use an existing bridge)", ErrExists, s.name, ns)
-	default:
-		return nil, err
+		a := l.Attrs()
+		b.index, b.owned, b.alias, b.mac, b.up = a.Index, false, a.Alias, nil, a.Flags&net.FlagUp != 0
+		return nil
+	}
+	var l netlink.Link
+	if s.adopt {
+		// Most adoptions find the bridge: look first, which spares a
+		// failing create.
+		if l, err = h.LinkByName(s.name); err != nil && !isLinkNotFound(err) {
+			return nil, err
+		}
+	}
+	if l == nil {
+		link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.name, MTU: s.mtu, HardwareAddr: s.mac, Group: s.group}}
+		err = h.LinkAdd(link)
+		switch {
+		case err == nil:
+			b.index = link.Index
+		case errors.Is(err, unix.EEXIST) && s.adopt:
+			// Someone else made it meanwhile.
+			if l, err = h.LinkByName(s.name); err != nil {
+				return nil, err
+			}
+		case errors.Is(err, unix.EEXIST):
+			return nil, fmt.Errorf("%w: an interface named %q exists in namespace %s (use Adopt to use an existing bridge)", ErrExists, s.name, ns)
+		default:
+			return nil, err
+		}
+	}
+	if l != nil {
+		if err := adopt(l); err != nil {
+			return nil, err
+		}
 	}
 	if err := b.setup(ns, s); err != nil {
 		b.closed.Store(true)
@@ -164,6 +187,9 @@ func (b *Bridge) setup(ns *Namespace, s *BridgeSpec) error {
 	if err := faultPoint("bridge:addressed"); err != nil {
 		return err
 	}
+	if b.up {
+		return nil
+	}
 	return ns.h.LinkSetUp(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: b.index}})
 }
 
@@ -175,6 +201,21 @@ func (b *Bridge) Index() int { return b.index }
 
 // Namespace returns the namespace the bridge lives in.
 func (b *Bridge) Namespace() *Namespace { return b.ns }
+
+// MAC returns the bridge's hardware address: the one given to Create if
+// Create made the bridge, else the kernel's (asked each time: a bridge
+// without an address of its own takes one from its ports, which come and
+// go).
+func (b *Bridge) MAC() (net.HardwareAddr, error) {
+	if b.mac != nil {
+		return b.mac, nil
+	}
+	l, err := b.ns.h.LinkByIndex(b.index)
+	if err != nil {
+		return nil, opErr("read", "bridge", b.name, err)
+	}
+	return l.Attrs().HardwareAddr, nil
+}
 
 // Owned reports whether Close deletes the bridge (false when adopted).
 func (b *Bridge) Owned() bool { return b.owned }

@@ -195,22 +195,30 @@ func OpenNamespace(nameOrPath string) (*Namespace, error) {
 // CurrentNamespace opens the network namespace of the calling process (of
 // its threads that podnet has not moved, which is all of them) without
 // owning it.
+//
+// Unlike OpenNamespace it needs no thread switch: the descriptor and the
+// netlink socket are both opened on the calling thread, which is in the
+// namespace already.
 func CurrentNamespace() (*Namespace, error) {
-	return openNamespace("", "/proc/thread-self/ns/net")
+	const path = "/proc/thread-self/ns/net"
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fd, err := openNamespaceFd("", path)
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		unix.Close(fd)
+		return nil, opErr("open", "namespace", path, err)
+	}
+	return &Namespace{path: path, fd: fd, h: h}, nil
 }
 
 func openNamespace(name, path string) (*Namespace, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openNamespaceFd(name, path)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			err = fmt.Errorf("%w: %s", ErrNotFound, path)
-		}
-		return nil, opErr("open", "namespace", nameOrPathOf(name, path), err)
-	}
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(fd, &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
-		unix.Close(fd)
-		return nil, opErr("open", "namespace", nameOrPathOf(name, path), invalid(ErrInvalidOption, "%s is not a network namespace", path))
+		return nil, err
 	}
 	ns := &Namespace{name: name, path: path, fd: fd}
 	err = ns.Do(func() error {
@@ -223,6 +231,23 @@ func openNamespace(name, path string) (*Namespace, error) {
 		return nil, opErr("open", "namespace", nameOrPathOf(name, path), err)
 	}
 	return ns, nil
+}
+
+// openNamespaceFd opens path and checks that it is a namespace.
+func openNamespaceFd(name, path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			err = fmt.Errorf("%w: %s", ErrNotFound, path)
+		}
+		return -1, opErr("open", "namespace", nameOrPathOf(name, path), err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+		unix.Close(fd)
+		return -1, opErr("open", "namespace", nameOrPathOf(name, path), invalid(ErrInvalidOption, "%s is not a network namespace", path))
+	}
+	return fd, nil
 }
 
 func nameOrPathOf(name, path string) string {

@@ -289,6 +289,29 @@ func (v *VethPair) Namespace() *Namespace { return v.ns }
 // PeerNamespace returns the peer end's namespace.
 func (v *VethPair) PeerNamespace() *Namespace { return v.peerNS }
 
+// AddPeerAddress adds the address p to the peer end, found by its index
+// (no lookup by name). IPv6 addresses skip duplicate address detection
+// unless WithDAD(true) is given. For addresses known before Create, use
+// PeerAddress: they are in place before the peer comes up.
+//
+// Equivalent to: `ip -n PEERNS addr add P dev PEER nodad`
+func (v *VethPair) AddPeerAddress(ctx context.Context, p netip.Prefix, opts ...AddressOption) error {
+	var o addressOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	err := v.peerNS.withHandle(ctx, func() error {
+		if v.closed.Load() {
+			return ErrClosed
+		}
+		if err := validateInterfaceAddr(p); err != nil {
+			return err
+		}
+		return addAddr(v.peerNS.h, v.peerIndex, p, o.dad)
+	})
+	return opErr("add address "+p.String()+" to", "interface", v.peerName, err)
+}
+
 // Close deletes the pair (both ends). It is idempotent; a pair already
 // gone, for example with its peer's namespace, counts as success.
 //

@@ -61,6 +61,9 @@ func TestBridgeAndVethKernelState(t *testing.T) {
 	m, ok := podnet.ParseMark(bl.Attrs().Alias)
 	require.True(t, ok, "bridge alias %q is not an ownership mark", bl.Attrs().Alias)
 	assert.Equal(t, podnet.Self(), m.Owner)
+	mac, err := br.MAC()
+	require.NoError(t, err)
+	assert.Equal(t, bl.Attrs().HardwareAddr, mac)
 	addrs, err := br.Addresses(ctx)
 	require.NoError(t, err)
 	assert.Contains(t, addrs, pfx("192.168.52.1/24"))
@@ -183,6 +186,37 @@ func TestVethCloseAfterPeerNamespaceGone(t *testing.T) {
 	require.Eventually(t, func() bool { return len(linkNames(t, host)) == 1 }, 5e9, 1e7)
 }
 
+// TestVethAddPeerAddress adds addresses to the peer after Create, by
+// index: they are on the peer, an IPv6 one is not tentative, a bad one is
+// refused, and a closed pair says so.
+func TestVethAddPeerAddress(t *testing.T) {
+	ctx := testCtx(t)
+	host := podnettest.Sandbox(t)
+	ns := podnettest.Namespace(t)
+	v, err := podnet.NewVethPair("vlate").In(host).Peer("eth0", ns).IPv6(true).Create(ctx)
+	require.NoError(t, err)
+	require.NoError(t, v.AddPeerAddress(ctx, pfx("10.7.0.2/24")))
+	require.NoError(t, v.AddPeerAddress(ctx, pfx("fd07::2/64")))
+	addrs, err := ns.Addresses(ctx, "eth0")
+	require.NoError(t, err)
+	assert.Contains(t, addrs, pfx("10.7.0.2/24"))
+	assert.Contains(t, addrs, pfx("fd07::2/64"))
+	l := link(t, ns, "eth0")
+	nl, err := ns.Handle().AddrList(l, unix.AF_INET6)
+	require.NoError(t, err)
+	for _, a := range nl {
+		if a.IP.Equal(net.ParseIP("fd07::2")) {
+			assert.Zero(t, a.Flags&unix.IFA_F_TENTATIVE, "fd07::2 is tentative")
+		}
+	}
+	err = v.AddPeerAddress(ctx, pfx("10.7.0.2/24"))
+	require.ErrorIs(t, err, podnet.ErrExists)
+	err = v.AddPeerAddress(ctx, netip.Prefix{})
+	require.ErrorIs(t, err, podnet.ErrInvalidAddress)
+	require.NoError(t, v.Close())
+	require.ErrorIs(t, v.AddPeerAddress(ctx, pfx("10.7.0.3/24")), podnet.ErrClosed)
+}
+
 func TestVethRollback(t *testing.T) {
 	ctx := testCtx(t)
 	host := podnettest.Sandbox(t)
@@ -261,6 +295,12 @@ func TestBridgeRollbackAndAdopt(t *testing.T) {
 	br, err := podnet.NewBridge("brx").In(host).Adopt().Address(pfx("10.8.0.1/24"), pfx("10.9.0.1/24")).Create(ctx)
 	require.NoError(t, err)
 	assert.False(t, br.Owned())
+	l, err := host.Handle().LinkByName("brx")
+	require.NoError(t, err)
+	assert.NotZero(t, l.Attrs().Flags&net.FlagUp, "adopted: brought up")
+	mac, err := br.MAC()
+	require.NoError(t, err)
+	assert.Equal(t, l.Attrs().HardwareAddr, mac, "adopted: the kernel's address")
 	require.NoError(t, br.Close())
 	assert.Contains(t, linkNames(t, host), "brx")
 	addrs, err = host.Addresses(ctx, "brx")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/netip"
+	"sync"
 )
 
 // The journal file starts with a header and continues with records, then
@@ -32,7 +33,10 @@ const (
 	maxLayout = 16 << 20
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// castagnoli is the CRC table of the journal, made on first use rather
+// than at init: a program that links ipam but does not use a store (a CNI
+// plugin answering VERSION) does not pay for it at every start.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 type entryKind uint8
 
@@ -56,7 +60,7 @@ func encodeHeader(layout []byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, 0)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(layout)))
 	b = append(b, layout...)
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli()))
 }
 
 // decodeHeader returns the encoded layout and the header's length. The
@@ -77,7 +81,7 @@ func decodeHeader(b []byte) (layout []byte, n int, err error) {
 		return nil, 0, fmt.Errorf("%w: journal header length %d out of bounds", ErrCorrupt, ln)
 	}
 	n = headerFixed + int(ln) + 4
-	if crc32.Checksum(b[:n-4], castagnoli) != binary.BigEndian.Uint32(b[n-4:]) {
+	if crc32.Checksum(b[:n-4], castagnoli()) != binary.BigEndian.Uint32(b[n-4:]) {
 		return nil, 0, fmt.Errorf("%w: journal header checksum mismatch", ErrCorrupt)
 	}
 	return b[headerFixed : n-4], n, nil
@@ -97,7 +101,7 @@ func appendRecord(b []byte, seq uint64, l *layout, entries []entry) []byte {
 		}
 	}
 	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli()))
 }
 
 // entrySize returns the encoded size of e.
@@ -155,7 +159,7 @@ func parseRecord(b []byte, l *layout) (seq uint64, entries []entry, n int, st re
 	if len(b) < n {
 		return 0, nil, 0, recordShort, nil
 	}
-	if crc32.Checksum(b[:n-4], castagnoli) != binary.BigEndian.Uint32(b[n-4:]) {
+	if crc32.Checksum(b[:n-4], castagnoli()) != binary.BigEndian.Uint32(b[n-4:]) {
 		return 0, nil, 0, recordBad, nil
 	}
 	body := b[4 : n-4]

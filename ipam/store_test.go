@@ -204,7 +204,7 @@ func journalFixture(t *testing.T) (dir string, data []byte, recs []int) {
 // sealRecord recomputes the checksum of the record at off.
 func sealRecord(b []byte, off int) {
 	n := int(binary.BigEndian.Uint32(b[off:]))
-	binary.BigEndian.PutUint32(b[off+4+n:], crc32.Checksum(b[off:off+4+n], castagnoli))
+	binary.BigEndian.PutUint32(b[off+4+n:], crc32.Checksum(b[off:off+4+n], castagnoli()))
 }
 
 func TestStoreCorrupt(t *testing.T) {

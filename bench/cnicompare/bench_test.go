@@ -18,6 +18,7 @@ import (
 var (
 	containers = flag.Int("containers", 100, "containers per round of BenchmarkAddDel")
 	dualStack  = flag.Bool("dual", false, "BenchmarkAddDel on a dual-stack network")
+	schedule   = flag.String("schedule", "blocks", "BenchmarkAddDel: blocks (each round alone: podnet, reference, reference, podnet) or interleaved (container by container)")
 )
 
 // BenchmarkAddDel measures the latency of ADD and of DEL through libcni,
@@ -25,82 +26,79 @@ var (
 // and host-local plugins, on the same configuration (bridge, gateway,
 // masquerading), each in its own sandbox. A round adds -containers
 // containers one after the other to a network that grows, then deletes
-// them one after the other. The two implementations take turns container
-// by container, the first to go alternating, so that the load of a shared
-// machine, which drifts, weighs on both alike; the namespaces are made
-// beforehand.
+// them one after the other; the namespaces are made beforehand.
 //
-// With the DELs it also times the kernel's share of a DEL: deleting a veth
-// pair like an attachment's (peer in a container, host end on a bridge)
-// in-process, with no plugin. The kernel waits for RCU callbacks
-// (rcu_barrier in netdev_run_todo) before the request returns; both
-// plugins pay it once per DEL.
+// -schedule says how the two implementations share the machine:
+//
+//   - blocks (the default): each round has the machine to itself, as a
+//     node runs one plugin, and the rounds go podnet, reference,
+//     reference, podnet, so that a drift of the machine's load weighs on
+//     both alike. Each implementation pays for the background work it
+//     makes the kernel do: the reference's veth ends get IPv6 link-local
+//     addresses, whose duplicate address detection, MLD reports and
+//     router solicitations the kernel sends, and the bridge floods to
+//     every port, in the seconds after each ADD; podnet-cni's IPv4-only
+//     attachments send no IPv6 at all.
+//   - interleaved: one round each, taking turns container by container,
+//     the first to go alternating. Each pays part of the other's
+//     background work.
+//
+// After each DEL, untimed, it checks that the container's interface and
+// the host end are gone, and waits until podnet-cni's detached copy (which
+// sits through the kernel's freeing of the pair, see
+// cmd/podnet-cni/internal/plugin/unlink.go) has exited, so that neither
+// side's background work weighs on the other's next operation. It reports
+// when that happened too (podnet-del-settled): the DEL as the kernel sees
+// it, rather than as the runtime waits for it.
+//
+// Last, it times the kernel's share of a DEL: deleting a veth pair like an
+// attachment's (peer in a container, host end on a bridge) in-process,
+// with no plugin. The kernel waits for RCU callbacks (rcu_barrier in
+// netdev_run_todo) before the request returns; the reference plugins make
+// the runtime wait for it on every DEL.
 //
 // It reports, in milliseconds, the mean, median and 95th percentile of
 // each, and the ratios of the means. Run it with -benchtime 1x: a round is
 // long.
 func BenchmarkAddDel(b *testing.B) {
-	ctx := context.Background()
-	type side struct {
-		name     string
-		env      *cnitest.Env
-		list     *libcni.NetworkConfigList
-		ctrs     []*cnitest.Container
-		add, del []time.Duration
-	}
-	var sides []*side
-	for _, impl := range impls {
-		s := &side{name: impl.name, env: cnitest.NewEnv(b, binDir)}
-		s.list = confList(b, s.env, impl.typ, *dualStack)
-		for i := range *containers {
-			s.ctrs = append(s.ctrs, s.env.Container(b, fmt.Sprintf("ctr%d", i)))
-		}
-		sides = append(sides, s)
-	}
-	floor := cnitest.NewEnv(b, binDir)
-	br, err := podnet.NewBridge("cni0").In(floor.Host).Create(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer br.Close()
-	floorNS := make([]*podnet.Namespace, *containers)
-	for i := range floorNS {
-		floorNS[i] = floor.Container(b, fmt.Sprintf("ctr%d", i)).NS
-	}
+	pn, ref := &side{name: impls[0].name, typ: impls[0].typ}, &side{name: impls[1].name, typ: impls[1].typ}
 	var floorDel []time.Duration
-
-	// turns returns the sides in the order they go for container i: who
-	// goes first alternates, so that neither always follows the other.
-	turns := func(i int) []*side {
-		if i%2 == 1 {
-			return []*side{sides[1], sides[0]}
-		}
-		return sides
-	}
 	for b.Loop() {
-		for i := range *containers {
-			for _, s := range turns(i) {
-				start := time.Now()
-				if _, err := s.env.Add(ctx, s.list, s.ctrs[i]); err != nil {
-					b.Fatalf("%s: %v", s.name, err)
+		switch *schedule {
+		case "blocks":
+			for _, s := range []*side{pn, ref, ref, pn} {
+				r := newRound(b, s)
+				for i := range r.ctrs {
+					r.add(b, i)
 				}
-				s.add = append(s.add, time.Since(start))
-			}
-		}
-		for i := range *containers {
-			for _, s := range turns(i) {
-				start := time.Now()
-				if err := s.env.Del(ctx, s.list, s.ctrs[i]); err != nil {
-					b.Fatalf("%s: %v", s.name, err)
+				for i := range r.ctrs {
+					r.del(b, i)
 				}
-				s.del = append(s.del, time.Since(start))
 			}
-			d, err := deleteVeth(ctx, floor.Host, br, floorNS[i])
-			if err != nil {
-				b.Fatal(err)
+		case "interleaved":
+			rounds := []*round{newRound(b, pn), newRound(b, ref)}
+			// turns returns the rounds in the order they go for container
+			// i: who goes first alternates.
+			turns := func(i int) []*round {
+				if i%2 == 1 {
+					return []*round{rounds[1], rounds[0]}
+				}
+				return rounds
 			}
-			floorDel = append(floorDel, d)
+			for i := range *containers {
+				for _, r := range turns(i) {
+					r.add(b, i)
+				}
+			}
+			for i := range *containers {
+				for _, r := range turns(i) {
+					r.del(b, i)
+				}
+			}
+		default:
+			b.Fatalf("-schedule %q: want blocks or interleaved", *schedule)
 		}
+		floorDel = append(floorDel, kernelDeletes(b, *containers)...)
 	}
 
 	report := func(name string, ds []time.Duration) float64 {
@@ -110,14 +108,94 @@ func BenchmarkAddDel(b *testing.B) {
 		b.ReportMetric(p95, name+"-p95-ms")
 		return mean
 	}
-	pn, ref := sides[0], sides[1]
 	pnAdd, refAdd := report("podnet-add", pn.add), report("reference-add", ref.add)
 	pnDel, refDel := report("podnet-del", pn.del), report("reference-del", ref.del)
+	pnSettled := report("podnet-del-settled", pn.settled)
 	kernel := report("kernel-del", floorDel)
 	b.ReportMetric(refAdd/pnAdd, "add-speedup")
 	b.ReportMetric(refDel/pnDel, "del-speedup")
-	b.Logf("%d containers: ADD %.1f ms vs %.1f ms (%.1fx faster), DEL %.1f ms vs %.1f ms (%.1fx faster); the kernel's veth deletion alone: %.1f ms",
-		*containers, pnAdd, refAdd, refAdd/pnAdd, pnDel, refDel, refDel/pnDel, kernel)
+	b.Logf("%d containers, %s: ADD %.1f ms vs %.1f ms (%.1fx faster), DEL %.1f ms vs %.1f ms (%.1fx faster); the kernel's veth deletion alone: %.1f ms; podnet-cni's detached copy done %.1f ms after DEL started",
+		*containers, *schedule, pnAdd, refAdd, refAdd/pnAdd, pnDel, refDel, refDel/pnDel, kernel, pnSettled)
+}
+
+// side is one implementation's measurements.
+type side struct {
+	name, typ string
+	add, del  []time.Duration
+	settled   []time.Duration // DEL until its background work ended
+}
+
+// round is one round of a side: its sandbox and containers.
+type round struct {
+	s    *side
+	env  *cnitest.Env
+	list *libcni.NetworkConfigList
+	ctrs []*cnitest.Container
+}
+
+func newRound(b *testing.B, s *side) *round {
+	r := &round{s: s, env: cnitest.NewEnv(b, binDir)}
+	r.list = confList(b, r.env, s.typ, *dualStack)
+	for i := range *containers {
+		r.ctrs = append(r.ctrs, r.env.Container(b, fmt.Sprintf("ctr%d", i)))
+	}
+	return r
+}
+
+// add times the ADD of container i.
+func (r *round) add(b *testing.B, i int) {
+	start := time.Now()
+	if _, err := r.env.Add(context.Background(), r.list, r.ctrs[i]); err != nil {
+		b.Fatalf("%s: %v", r.s.name, err)
+	}
+	r.s.add = append(r.s.add, time.Since(start))
+}
+
+// del times the DEL of container i, then, untimed, checks that its
+// interface is gone, with the host ends of i and all before it, and waits
+// for podnet-cni's detached copy.
+func (r *round) del(b *testing.B, i int) {
+	ctx := context.Background()
+	start := time.Now()
+	if err := r.env.Del(ctx, r.list, r.ctrs[i]); err != nil {
+		b.Fatalf("%s: %v", r.s.name, err)
+	}
+	r.s.del = append(r.s.del, time.Since(start))
+	if err := cnitest.Gone(ctx, r.env.Host, r.ctrs[i], len(r.ctrs)-i-1); err != nil {
+		b.Fatalf("%s: after DEL: %v", r.s.name, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := cnitest.WaitDetached(wctx); err != nil {
+		b.Fatal(err)
+	}
+	r.s.settled = append(r.s.settled, time.Since(start))
+}
+
+// kernelDeletes times n deletions of a veth pair like an attachment's, in
+// a sandbox of its own.
+//
+// Namespaces, here and in the rounds, are deleted when the benchmark ends,
+// not sooner: the kernel tears a namespace down in the background, which
+// would weigh on what is timed next.
+func kernelDeletes(b *testing.B, n int) []time.Duration {
+	ctx := context.Background()
+	env := cnitest.NewEnv(b, binDir)
+	br, err := podnet.NewBridge("cni0").In(env.Host).Create(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	var ds []time.Duration
+	for i := range n {
+		c := env.Container(b, fmt.Sprintf("ctr%d", i))
+		d, err := deleteVeth(ctx, env.Host, br, c.NS)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	return ds
 }
 
 // deleteVeth creates a veth pair with its peer in ns and its host end on

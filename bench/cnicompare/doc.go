@@ -6,7 +6,7 @@
 // its own sandbox namespace standing in for the host.
 //
 //	cd bench && go test -count=1 ./cnicompare/
-//	cd bench && go test -run '^$' -bench AddDel -benchtime 1x -v ./cnicompare/ [-containers=100] [-dual]
+//	cd bench && go test -run '^$' -bench AddDel -benchtime 1x -v ./cnicompare/ [-containers=100] [-dual] [-schedule=blocks|interleaved]
 //
 // The binaries are built by TestMain: bridge and host-local from this
 // module (they are its go.mod's tools), podnet-cni from ../cmd/podnet-cni

@@ -15,6 +15,11 @@ import (
 )
 
 func main() {
-	p := &plugin.Plugin{}
+	if len(os.Args) > 1 && os.Args[1] == plugin.UnlinkArg {
+		// A copy started by DEL to sit through the kernel's deletion of a
+		// veth pair (see internal/plugin/unlink.go).
+		os.Exit(plugin.UnlinkMain(os.Args[2:]))
+	}
+	p := &plugin.Plugin{Exe: "/proc/self/exe"}
 	skel.PluginMainFuncs(p.Funcs(context.Background(), os.Stdout), plugin.Versions, "podnet-cni: a CNI bridge plugin built on podnet")
 }

@@ -32,6 +32,7 @@ const (
 type allocation struct {
 	r    Range
 	addr netip.Addr
+	pool *ipam.Pool // the range's store
 }
 
 func (a allocation) prefix() netip.Prefix { return netip.PrefixFrom(a.addr, a.r.Subnet.Bits()) }
@@ -71,31 +72,33 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (types.Result, err
 }
 
 func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.CmdArgs) (_ *current.Result, err error) {
-	cns, err := podnet.OpenNamespace(args.Netns)
-	if err != nil {
-		return nil, netnsError(args.Netns, err)
-	}
-	defer cns.Close()
-	// The spec requires an error if the interface exists, and a second
-	// ADD must not undo the first: check before changing anything.
-	if _, err := cns.Handle().LinkByName(args.IfName); err == nil {
-		return nil, types.NewError(CodeAttached, fmt.Sprintf("interface %q already exists in %s", args.IfName, args.Netns), "")
-	}
+	// Three things go on at once, as each mostly waits: the addresses
+	// come from the stores (the disk), the container's namespace is opened
+	// and checked, and this goroutine sets up the network on the host.
 	owner := ownerKey(args.ContainerID, args.IfName)
-	ps, err := openPools(c)
-	if err != nil {
-		return nil, err
-	}
-	defer ps.close()
-	var held []netip.Addr
-	ps.each(c, func(_ Range, p *ipam.Pool) { held = append(held, p.Lookup(owner)...) })
-	if len(held) > 0 {
-		return nil, types.NewError(CodeAttached, fmt.Sprintf("container %s interface %s is already attached to network %s", args.ContainerID, args.IfName, c.Name),
-			fmt.Sprintf("it holds %v", held))
-	}
-
+	allocCh := make(chan allocated, 1)
+	go func() { allocCh <- allocate(c, owner) }()
+	cnsCh := make(chan opened, 1)
+	go func() { cnsCh <- openContainer(args) }()
+	var got *allocated
+	var cns *opened
 	var undo []func() error
 	defer func() {
+		if cns == nil {
+			o := <-cnsCh
+			cns = &o
+		}
+		if cns.ns != nil {
+			defer cns.ns.Close()
+		}
+		if got == nil {
+			a := <-allocCh
+			got = &a
+		}
+		defer got.ps.close()
+		if err != nil && got.err == nil {
+			undo = append([]func() error{got.release}, undo...)
+		}
 		if err != nil {
 			var errs []error
 			for i := len(undo) - 1; i >= 0; i-- {
@@ -105,44 +108,31 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 		}
 	}()
 
-	allocs := make([]allocation, 0, len(c.RangeSets))
-	for i, set := range c.RangeSets {
-		var got *allocation
-		for j, r := range set {
-			pool := ps[i][j]
-			a, aerr := pool.AllocateFor(owner)
-			if errors.Is(aerr, ipam.ErrExhausted) {
-				continue
-			}
-			if aerr != nil {
-				return nil, storeError(fmt.Sprintf("allocate from range %s", r), aerr)
-			}
-			undo = append(undo, func() error { return pool.Release(a) })
-			got = &allocation{r: r, addr: a}
-			break
+	// The gateways on the bridge are those of the ranges the addresses
+	// come from: known now if every range set has one range.
+	gws, known := c.gatewaysOf(nil)
+	if !known {
+		a := <-allocCh
+		if got = &a; a.err != nil {
+			return nil, a.err
 		}
-		if got == nil {
-			var rs []string
-			for _, r := range set {
-				rs = append(rs, r.String())
-			}
-			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("no free address in range set %d (%s)", i, strings.Join(rs, ", ")), "")
-		}
-		allocs = append(allocs, *got)
+		gws, _ = c.gatewaysOf(a.allocs)
 	}
-
-	br, err := setupNetwork(ctx, host, c, allocs)
+	br, err := setupNetwork(ctx, host, c, gws)
 	if err != nil {
 		return nil, err
 	}
-
-	prefixes := make([]netip.Prefix, len(allocs))
-	for i, a := range allocs {
-		prefixes[i] = a.prefix()
+	o := <-cnsCh
+	if cns = &o; o.err != nil {
+		return nil, o.err
 	}
+
+	// Created before the addresses are known, if they are not yet: their
+	// store may still be waiting for the disk.
 	hostName := hostVethName(c.Name, args.ContainerID, args.IfName)
-	spec := podnet.NewVethPair(hostName).In(host).Master(br).Label(vethLabel(hostName)).
-		Peer(args.IfName, cns).PeerAddress(prefixes...).MTU(c.MTU)
+	hostMAC := randomMAC()
+	spec := podnet.NewVethPair(hostName).In(host).Master(br).Label(vethLabel(hostName)).MAC(hostMAC).
+		Peer(args.IfName, cns.ns).MTU(c.MTU).IPv6(c.hasIPv6())
 	if c.HairpinMode {
 		spec.Hairpin(true)
 	}
@@ -155,25 +145,35 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	}
 	undo = append(undo, v.Close)
 
+	if got == nil {
+		a := <-allocCh
+		got = &a
+	}
+	if got.err != nil {
+		return nil, got.err
+	}
+	allocs := got.allocs
+	for _, a := range allocs {
+		if err := v.AddPeerAddress(ctx, a.prefix()); err != nil {
+			return nil, internal("address the container's interface", err)
+		}
+	}
+
 	resRoutes, routes := c.routes(allocs, args.IfName)
 	for _, r := range routes {
-		if err := addRoute(ctx, cns, r); err != nil {
+		if err := addRoute(ctx, cns.ns, r); err != nil {
 			return nil, internal(fmt.Sprintf("add route %v in the container", r), err)
 		}
 	}
 
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: resRoutes, DNS: c.DNS}
-	brLink, err := host.Handle().LinkByIndex(br.Index())
+	brMAC, err := br.MAC()
 	if err != nil {
 		return nil, internal("read the bridge", err)
 	}
-	hostLink, err := host.Handle().LinkByIndex(v.Index())
-	if err != nil {
-		return nil, internal("read the host end of the veth pair", err)
-	}
 	result.Interfaces = []*current.Interface{
-		ifBridge:    {Name: br.Name(), Mac: brLink.Attrs().HardwareAddr.String()},
-		ifHost:      {Name: v.Name(), Mac: hostLink.Attrs().HardwareAddr.String()},
+		ifBridge:    {Name: br.Name(), Mac: brMAC.String()},
+		ifHost:      {Name: v.Name(), Mac: hostMAC.String()},
 		ifContainer: {Name: args.IfName, Mac: v.PeerMAC().String(), Sandbox: args.Netns},
 	}
 	for _, a := range allocs {
@@ -185,10 +185,139 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	}
 	// Last, as nothing may fail after it: the rollback's v.Close deletes
 	// the pair only while it still carries podnet's mark.
-	if err := host.Handle().LinkSetAlias(hostLink, vethAlias(c.Name, args.ContainerID, args.IfName)); err != nil {
+	dev := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: v.Index()}}
+	if err := host.Handle().LinkSetAlias(dev, vethAlias(c.Name, args.ContainerID, args.IfName)); err != nil {
 		return nil, internal("mark the host end of the veth pair", err)
 	}
 	return result, nil
+}
+
+// hasIPv6 reports whether c has an IPv6 range.
+func (c *NetConf) hasIPv6() bool {
+	for _, s := range c.subnets() {
+		if s.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// opened is the container's namespace, or why it could not be used.
+type opened struct {
+	ns  *podnet.Namespace
+	err error
+}
+
+// openContainer opens the container's namespace and checks that it has
+// no interface args.IfName: the spec requires an error if it has, and a
+// second ADD must not undo the first, so this comes before any change in
+// the container.
+func openContainer(args *skel.CmdArgs) opened {
+	ns, err := podnet.OpenNamespace(args.Netns)
+	if err != nil {
+		return opened{err: netnsError(args.Netns, err)}
+	}
+	if _, err := ns.Handle().LinkByName(args.IfName); err == nil {
+		return opened{ns: ns, err: types.NewError(CodeAttached, fmt.Sprintf("interface %q already exists in %s", args.IfName, args.Netns), "")}
+	}
+	return opened{ns: ns}
+}
+
+// allocated is what allocate got: the open stores and an address per
+// range set, or the error that stopped it (with nothing left allocated).
+type allocated struct {
+	ps     pools
+	allocs []allocation
+	err    error
+}
+
+// release gives the addresses back.
+func (a *allocated) release() error {
+	var errs []error
+	for _, al := range a.allocs {
+		errs = append(errs, al.pool.Release(al.addr))
+	}
+	return errors.Join(errs...)
+}
+
+// allocate opens the stores of c and allocates owner an address from
+// every range set, from its first range with a free address. An owner
+// that holds addresses already is attached already: an error.
+func allocate(c *NetConf, owner string) (res allocated) {
+	ps, err := openPools(c)
+	if err != nil {
+		return allocated{err: err}
+	}
+	res.ps = ps
+	defer func() {
+		if res.err != nil {
+			res.err = withUndo(res.err, res.release())
+			res.allocs = nil
+		}
+	}()
+	var held []netip.Addr
+	ps.each(c, func(_ Range, p *ipam.Pool) { held = append(held, p.Lookup(owner)...) })
+	if len(held) > 0 {
+		id, ifname, _ := strings.Cut(owner, "/")
+		res.err = types.NewError(CodeAttached, fmt.Sprintf("container %s interface %s is already attached to network %s", id, ifname, c.Name),
+			fmt.Sprintf("it holds %v", held))
+		return res
+	}
+	for i, set := range c.RangeSets {
+		var got *allocation
+		for j, r := range set {
+			pool := ps[i][j]
+			a, err := pool.AllocateFor(owner)
+			if errors.Is(err, ipam.ErrExhausted) {
+				continue
+			}
+			if err != nil {
+				res.err = storeError(fmt.Sprintf("allocate from range %s", r), err)
+				return res
+			}
+			got = &allocation{r: r, addr: a, pool: pool}
+			break
+		}
+		if got == nil {
+			var rs []string
+			for _, r := range set {
+				rs = append(rs, r.String())
+			}
+			res.err = types.NewError(types.ErrInternal, fmt.Sprintf("no free address in range set %d (%s)", i, strings.Join(rs, ", ")), "")
+			return res
+		}
+		res.allocs = append(res.allocs, *got)
+	}
+	return res
+}
+
+// gatewaysOf returns the gateway addresses the bridge gets (isGateway):
+// the gateway of the range each address comes from. Given no
+// allocations, it answers only if every range set has one range, and says
+// whether it could.
+func (c *NetConf) gatewaysOf(allocs []allocation) (gws []netip.Prefix, known bool) {
+	if !c.IsGateway {
+		return nil, true
+	}
+	var rs []Range
+	if allocs != nil {
+		for _, a := range allocs {
+			rs = append(rs, a.r)
+		}
+	} else {
+		for _, set := range c.RangeSets {
+			if len(set) != 1 {
+				return nil, false
+			}
+			rs = append(rs, set[0])
+		}
+	}
+	for _, r := range rs {
+		if gw := netip.PrefixFrom(r.Gateway, r.Subnet.Bits()); !slices.Contains(gws, gw) {
+			gws = append(gws, gw)
+		}
+	}
+	return gws, true
 }
 
 // addRoute installs r in the container. If the container has a route to
@@ -224,21 +353,13 @@ func addRoute(ctx context.Context, cns *podnet.Namespace, r podnet.Route) error 
 // does not change as ports come and go), and never deleted: like the
 // reference plugin's, it outlives the attachments. An existing bridge is
 // used as it is, apart from the gateway addresses.
-func setupNetwork(ctx context.Context, host *podnet.Namespace, c *NetConf, allocs []allocation) (*podnet.Bridge, error) {
+func setupNetwork(ctx context.Context, host *podnet.Namespace, c *NetConf, gws []netip.Prefix) (*podnet.Bridge, error) {
 	unlock, err := lockNetwork(c)
 	if err != nil {
 		return nil, types.NewError(types.ErrIOFailure, "lock the network", err.Error())
 	}
 	defer unlock()
 
-	var gws []netip.Prefix
-	if c.IsGateway {
-		for _, a := range allocs {
-			if gw := netip.PrefixFrom(a.r.Gateway, a.r.Subnet.Bits()); !slices.Contains(gws, gw) {
-				gws = append(gws, gw)
-			}
-		}
-	}
 	br, err := podnet.NewBridge(c.Bridge).In(host).Adopt().MTU(c.MTU).MAC(randomMAC()).Address(gws...).Create(ctx)
 	if err != nil {
 		return nil, internal(fmt.Sprintf("set up bridge %s", c.Bridge), err)

@@ -10,8 +10,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet"
 	"github.com/podnet/podnet/ipam"
@@ -22,6 +20,10 @@ import (
 // neither the container's namespace nor prevResult, so it works, and
 // succeeds, when the namespace is gone or the attachment was deleted
 // already. The bridge and the network's NAT rule stay.
+//
+// With p.Exe set, the pair is deleted by a detached copy of the plugin and
+// Del returns once the kernel has removed both ends, without waiting for
+// it to free them (see unlink.go).
 //
 // Equivalent to what the reference bridge plugin with host-local IPAM does
 // on DEL.
@@ -35,19 +37,18 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 		return internal("open the host namespace", err)
 	}
 	defer release()
-	// The kernel takes most of DEL's time deleting the veth pair (it waits
-	// for RCU callbacks); open the stores meanwhile. Addresses are released
+	// Open the stores while the veth pair goes. Addresses are released
 	// only once the interface is gone.
-	type opened struct {
+	type stores struct {
 		ps  pools
 		err error
 	}
-	ch := make(chan opened, 1)
+	ch := make(chan stores, 1)
 	go func() {
 		ps, err := openExistingPools(c)
-		ch <- opened{ps, err}
+		ch <- stores{ps, err}
 	}()
-	delErr := deleteHostVeth(host, c, args.ContainerID, args.IfName)
+	delErr := p.deleteHostVeth(host, c, args.ContainerID, args.IfName, true)
 	o := <-ch
 	if o.err == nil {
 		defer o.ps.close()
@@ -75,16 +76,15 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 
 // deleteHostVeth deletes the host end of an attachment's veth pair if it
 // is there and is podnet-cni's (its alias says so, or it still carries the
-// podnet mark of an ADD that did not finish).
+// podnet mark of an ADD that did not finish), detached when detach is set
+// (see unlink.go). It returns once the pair is gone.
 //
 // Equivalent to: `ip link del HOSTVETH`
-func deleteHostVeth(host *podnet.Namespace, c *NetConf, containerID, ifname string) error {
+func (p *Plugin) deleteHostVeth(host *podnet.Namespace, c *NetConf, containerID, ifname string, detach bool) error {
 	name := hostVethName(c.Name, containerID, ifname)
-	h := host.Handle()
-	l, err := h.LinkByName(name)
+	l, err := host.Handle().LinkByName(name)
 	if err != nil {
-		var lnf netlink.LinkNotFoundError
-		if errors.As(err, &lnf) {
+		if isGone(err) {
 			return nil
 		}
 		return fmt.Errorf("look up %s: %w", name, err)
@@ -97,13 +97,12 @@ func deleteHostVeth(host *podnet.Namespace, c *NetConf, containerID, ifname stri
 		fmt.Fprintf(os.Stderr, "podnet-cni: not deleting %s: it is a %s with alias %q, not this attachment's veth\n", name, l.Type(), alias)
 		return nil
 	}
-	if err := h.LinkDel(l); err != nil {
-		var lnf netlink.LinkNotFoundError
-		// ENODEV: the kernel removed the pair meanwhile, with the
-		// container's namespace (which it tears down asynchronously).
-		if errors.As(err, &lnf) || errors.Is(err, podnet.ErrNotFound) || errors.Is(err, unix.ENODEV) {
-			return nil
-		}
+	if detach {
+		_, err = p.unlink(host, l)
+	} else {
+		err = unlinkIfSame(host.Handle(), l.Attrs().Index, name, alias)
+	}
+	if err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
@@ -129,7 +128,7 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	}
 	defer release()
 	var errs []error
-	if err := gcVeths(ctx, host, c); err != nil {
+	if err := p.gcVeths(ctx, host, c); err != nil {
 		errs = append(errs, err)
 	}
 	ps, err := openExistingPools(c)
@@ -172,7 +171,7 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 // gcVeths deletes the host veth ends of the network's attachments that are
 // not valid. Normally there are none: a veth pair dies with the container's
 // namespace.
-func gcVeths(ctx context.Context, host *podnet.Namespace, c *NetConf) error {
+func (p *Plugin) gcVeths(ctx context.Context, host *podnet.Namespace, c *NetConf) error {
 	links, err := host.Links(ctx)
 	if err != nil {
 		return err
@@ -188,7 +187,7 @@ func gcVeths(ctx context.Context, host *podnet.Namespace, c *NetConf) error {
 		if !ok || c.ValidAttachments[ownerKey(id, ifname)] {
 			continue
 		}
-		if err := deleteHostVeth(host, c, id, ifname); err != nil {
+		if err := p.deleteHostVeth(host, c, id, ifname, false); err != nil {
 			errs = append(errs, err)
 		}
 	}

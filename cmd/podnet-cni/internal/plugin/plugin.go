@@ -43,6 +43,21 @@ type Plugin struct {
 	// namespace, which is right for the binary: runtimes run plugins in
 	// theirs. The caller keeps ownership.
 	Host *podnet.Namespace
+	// Exe, if set, is the plugin's own executable: DEL runs it with
+	// UnlinkArg to delete the veth pair in a detached process and returns
+	// as soon as the pair is gone, without waiting for the kernel to free
+	// it (see unlink.go). The binary sets it to /proc/self/exe. Empty: DEL
+	// deletes the pair itself.
+	Exe string
+}
+
+// inHost runs fn in the host namespace: directly if that is the process's
+// own (Host unset), else on a thread inside it.
+func (p *Plugin) inHost(host *podnet.Namespace, fn func() error) error {
+	if p.Host == nil {
+		return fn()
+	}
+	return host.Do(fn)
 }
 
 // Funcs adapts the commands to skel. ADD writes its result to stdout.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,10 @@ import (
 func TestPluginConcurrent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p := &Plugin{Host: podnettest.Sandbox(t)}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	// DEL deletes through detached copies of the test binary (TestMain).
+	p := &Plugin{Host: podnettest.Sandbox(t), Exe: exe}
 	conf := map[string]any{
 		"cniVersion": "1.1.0", "name": "net1", "type": "podnet-cni",
 		"bridge": "cni-pn0", "isDefaultGateway": true, "ipMasq": true,
