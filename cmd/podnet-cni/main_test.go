@@ -298,6 +298,9 @@ func TestDel(t *testing.T) {
 	res, err := env.Add(ctx, list, c)
 	require.NoError(t, err)
 	require.NoError(t, env.Del(ctx, list, c))
+	// At once: DEL returns only when both ends are gone, though a
+	// detached copy may still be waiting for the kernel to free them.
+	require.NoError(t, cnitest.Gone(ctx, env.Host, c, 0))
 	require.NoError(t, env.Del(ctx, list, c), "a second DEL succeeds")
 	assert.Empty(t, held(t, env, "net1", "twice/eth0"))
 

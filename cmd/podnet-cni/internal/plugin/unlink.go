@@ -16,15 +16,15 @@ import (
 	"github.com/podnet/podnet"
 )
 
-// Deleting a veth pair takes the kernel about 17 ms on the machines we
-// measured, nearly all of it after the pair is gone: the request removes
-// both ends from their namespaces and from the bridge, frees their names,
-// flushes their addresses and routes and announces it (RTM_DELLINK), all
-// within a millisecond, and then, before it returns, waits for every CPU
-// to pass an RCU grace period (rcu_barrier in netdev_run_todo) so that
-// the devices' memory can be freed. Nothing a runtime can observe changes
-// during that wait; the reference bridge plugin makes the runtime sit
-// through it on every DEL.
+// Deleting a veth pair takes the kernel 15-19 ms on the machine we
+// measured (bench/cnicompare, kernel-del), nearly all of it after the
+// pair is gone: the request first removes both ends from their namespaces
+// and from the bridge, frees their names, flushes their addresses and
+// routes and announces it (RTM_DELLINK), and then, before it returns,
+// waits for every CPU to pass an RCU grace period (rcu_barrier in
+// netdev_run_todo) so that the devices' memory can be freed. Nothing a
+// runtime can observe changes during that wait; the reference bridge
+// plugin makes the runtime sit through it on every DEL.
 //
 // With Plugin.Exe set, DEL hands the request to a detached copy of the
 // plugin (Exe run with UnlinkArg, in its own session, with no stdio) and
