@@ -321,6 +321,30 @@ func TestDel(t *testing.T) {
 	require.NoError(t, env.Del(ctx, list, gone))
 }
 
+// TestDelWaitForKernel: with waitForKernel, DEL deletes the pair itself
+// and returns only once the kernel is done with it, so no detached copy
+// is left deleting it.
+func TestDelWaitForKernel(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	env := cnitest.NewEnv(t, binDir)
+	conf := netConf(env, "cni-pn0", v4Range)
+	conf["waitForKernel"] = true
+	list := confList(t, "net1", "1.1.0", conf)
+	c := env.Container(t, "waiter")
+	res, err := env.Add(ctx, list, c)
+	require.NoError(t, err)
+	hostEnd := res.Interfaces[1].Name
+	require.NoError(t, env.Del(ctx, list, c))
+	copies, err := cnitest.Detached()
+	require.NoError(t, err)
+	for _, cp := range copies {
+		assert.NotEqual(t, hostEnd, cp.Link, "a detached copy (pid %d) is deleting %s", cp.PID, hostEnd)
+	}
+	require.NoError(t, cnitest.Gone(ctx, env.Host, c, 0))
+	assert.Empty(t, held(t, env, "net1", "waiter/eth0"))
+}
+
 // TestAddTwice adds the same container and interface twice: the second ADD
 // fails and leaves the first attachment as it was.
 func TestAddTwice(t *testing.T) {

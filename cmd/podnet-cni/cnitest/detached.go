@@ -12,15 +12,21 @@ import (
 	"github.com/podnet/podnet/cmd/podnet-cni/internal/plugin"
 )
 
-// Detached returns the PIDs of the detached podnet-cni copies running on
-// the machine: those a DEL started to sit through the kernel's deletion
-// of a veth pair after the pair was gone (see plugin.UnlinkArg).
-func Detached() ([]int, error) {
+// Copy is a detached podnet-cni copy: a process a DEL started to sit
+// through the kernel's deletion of a veth pair after the pair was gone
+// (see plugin.UnlinkArg).
+type Copy struct {
+	PID  int
+	Link string // the host veth end it deletes
+}
+
+// Detached returns the detached podnet-cni copies running on the machine.
+func Detached() ([]Copy, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
-	var pids []int
+	var copies []Copy
 	for _, e := range ents {
 		var pid int
 		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid <= 0 {
@@ -30,11 +36,12 @@ func Detached() ([]int, error) {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		if args := bytes.Split(b, []byte{0}); len(args) > 1 && string(args[1]) == plugin.UnlinkArg {
-			pids = append(pids, pid)
+		// podnet-cni UnlinkArg INDEX NAME ALIAS
+		if args := bytes.Split(b, []byte{0}); len(args) > 3 && string(args[1]) == plugin.UnlinkArg {
+			copies = append(copies, Copy{PID: pid, Link: string(args[3])})
 		}
 	}
-	return pids, nil
+	return copies, nil
 }
 
 // WaitDetached waits until no detached podnet-cni copy runs (see
@@ -42,13 +49,13 @@ func Detached() ([]int, error) {
 // what is measured next.
 func WaitDetached(ctx context.Context) error {
 	for {
-		pids, err := Detached()
-		if err != nil || len(pids) == 0 {
+		copies, err := Detached()
+		if err != nil || len(copies) == 0 {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("detached podnet-cni copies %v still running: %w", pids, ctx.Err())
+			return fmt.Errorf("detached podnet-cni copies %v still running: %w", copies, ctx.Err())
 		case <-time.After(time.Millisecond):
 		}
 	}

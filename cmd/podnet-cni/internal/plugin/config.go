@@ -35,6 +35,13 @@ type NetConf struct {
 	Routes           []Route    // ipam.routes
 	DataDir          string
 	DNS              types.DNS
+	// WaitForKernel (podnet-cni's own key "waitForKernel", default false)
+	// makes DEL delete the veth pair itself and return only when the
+	// kernel has freed it, like the reference plugin, rather than through
+	// a detached copy (see unlink.go): for runtimes that are child
+	// subreapers and do not reap children they did not start, which would
+	// keep each copy as a zombie.
+	WaitForKernel bool
 
 	PrevResult *current.Result // nil when the configuration has none
 
@@ -79,6 +86,8 @@ var (
 	// bridgeKeys are the reference bridge plugin's keys podnet-cni
 	// implements.
 	bridgeKeys = []string{"bridge", "isGateway", "isDefaultGateway", "ipMasq", "mtu", "hairpinMode", "ipam"}
+	// ownKeys are podnet-cni's own.
+	ownKeys = []string{"waitForKernel"}
 	// unimplementedBridgeKeys are the reference bridge plugin's other keys.
 	// They are accepted only at their default value (false, 0, null, empty),
 	// which asks for nothing podnet-cni does not do.
@@ -102,7 +111,7 @@ func ParseConfig(data []byte, cniArgs string) (*NetConf, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkKeys("", obj, slices.Concat(standardKeys, bridgeKeys), unimplementedBridgeKeys); err != nil {
+	if err := checkKeys("", obj, slices.Concat(standardKeys, bridgeKeys, ownKeys), unimplementedBridgeKeys); err != nil {
 		return nil, err
 	}
 	c := &NetConf{DataDir: DefaultDataDir}
@@ -112,7 +121,7 @@ func ParseConfig(data []byte, cniArgs string) (*NetConf, error) {
 	}{
 		{"cniVersion", &c.CNIVersion}, {"name", &c.Name}, {"bridge", &c.Bridge},
 		{"isGateway", &c.IsGateway}, {"isDefaultGateway", &c.IsDefaultGateway}, {"ipMasq", &c.IPMasq},
-		{"mtu", &c.MTU}, {"hairpinMode", &c.HairpinMode},
+		{"mtu", &c.MTU}, {"hairpinMode", &c.HairpinMode}, {"waitForKernel", &c.WaitForKernel},
 	} {
 		if err := decodeField(f.key, obj, f.dst); err != nil {
 			return nil, err

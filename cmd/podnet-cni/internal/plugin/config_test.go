@@ -15,7 +15,7 @@ func TestParseConfig(t *testing.T) {
 	c, err := ParseConfig([]byte(`{
 		"cniVersion": "1.1.0", "name": "net1", "type": "podnet-cni",
 		"bridge": "cni-br0", "isDefaultGateway": true, "ipMasq": true, "mtu": 1400, "hairpinMode": true,
-		"promiscMode": false, "vlan": 0,
+		"promiscMode": false, "vlan": 0, "waitForKernel": true,
 		"ipam": {
 			"type": "host-local", "dataDir": "/tmp/x",
 			"ranges": [
@@ -34,6 +34,7 @@ func TestParseConfig(t *testing.T) {
 	assert.True(t, c.IPMasq)
 	assert.Equal(t, 1400, c.MTU)
 	assert.True(t, c.HairpinMode)
+	assert.True(t, c.WaitForKernel)
 	assert.Equal(t, "/tmp/x", c.DataDir)
 	require.Len(t, c.RangeSets, 2)
 	require.Len(t, c.RangeSets[0], 2)
@@ -50,6 +51,7 @@ func TestParseConfig(t *testing.T) {
 		"ipam": {"type": "host-local", "subnet": "10.1.0.0/16", "gateway": "10.1.0.254"}}`), "")
 	require.NoError(t, err)
 	assert.Equal(t, DefaultDataDir, c.DataDir)
+	assert.False(t, c.WaitForKernel, "DEL detaches by default")
 	assert.Equal(t, []RangeSet{{{Subnet: pfx("10.1.0.0/16"), Start: addr("10.1.0.1"), End: addr("10.1.255.254"), Gateway: addr("10.1.0.254"), explicitGW: true}}}, c.RangeSets)
 }
 
@@ -70,6 +72,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}{
 		{"not JSON", `{"name": `, "", types.ErrDecodingFailure, "cannot decode"},
 		{"wrong type", conf(`"mtu": "1500", ` + ipam), "", types.ErrDecodingFailure, `"mtu"`},
+		{"wrong type of own key", conf(`"waitForKernel": "yes", ` + ipam), "", types.ErrDecodingFailure, `"waitForKernel"`},
 		{"unknown key", conf(`"bridgeName": "x", ` + ipam), "", types.ErrUnsupportedField, `"bridgeName": "x"`},
 		{"unknown key differs in case", conf(`"IsGateway": true, ` + ipam), "", types.ErrUnsupportedField, `"IsGateway"`},
 		{"unimplemented key", conf(`"vlan": 100, ` + ipam), "", types.ErrUnsupportedField, `"vlan": 100`},

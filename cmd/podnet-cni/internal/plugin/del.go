@@ -21,9 +21,9 @@ import (
 // succeeds, when the namespace is gone or the attachment was deleted
 // already. The bridge and the network's NAT rule stay.
 //
-// With p.Exe set, the pair is deleted by a detached copy of the plugin and
-// Del returns once the kernel has removed both ends, without waiting for
-// it to free them (see unlink.go).
+// With p.Exe set (and not waitForKernel), the pair is deleted by a
+// detached copy of the plugin and Del returns once the kernel has removed
+// both ends, without waiting for it to free them (see unlink.go).
 //
 // Equivalent to what the reference bridge plugin with host-local IPAM does
 // on DEL.
@@ -48,7 +48,7 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 		ps, err := openExistingPools(c)
 		ch <- stores{ps, err}
 	}()
-	delErr := p.deleteHostVeth(host, c, args.ContainerID, args.IfName, true)
+	delErr := p.deleteHostVeth(host, c, args.ContainerID, args.IfName, !c.WaitForKernel)
 	o := <-ch
 	if o.err == nil {
 		defer o.ps.close()
