@@ -115,21 +115,35 @@ func (p *Pool) allocate(op, owner string) (netip.Addr, error) {
 // AllocateAddr allocates the requested address a. It returns ErrOutOfRange
 // if a is outside the prefix or range, ErrReserved if a is reserved and
 // ErrDuplicate if a is already allocated. It does not move the round-robin
-// position of Allocate.
-func (p *Pool) AllocateAddr(a netip.Addr) error {
-	return p.allocateAddr("", a)
+// position of Allocate, unless Advance is given.
+func (p *Pool) AllocateAddr(a netip.Addr, opts ...AllocOption) error {
+	return p.allocateAddr("", a, opts)
 }
 
 // AllocateAddrFor is AllocateAddr for an owner (see AllocateFor).
-func (p *Pool) AllocateAddrFor(owner string, a netip.Addr) error {
+func (p *Pool) AllocateAddrFor(owner string, a netip.Addr, opts ...AllocOption) error {
 	if err := checkOwner(owner, false); err != nil {
 		return &Error{Op: "allocate", Addr: a, Owner: owner, Err: err}
 	}
-	return p.allocateAddr(owner, a)
+	return p.allocateAddr(owner, a, opts)
 }
 
-func (p *Pool) allocateAddr(owner string, a netip.Addr) error {
+// AllocOption modifies AllocateAddr and AllocateAddrFor.
+type AllocOption func(*allocOptions)
+
+type allocOptions struct{ advance bool }
+
+// Advance moves the round-robin position to the requested address, as if
+// Allocate had returned it: the next Allocate continues after it. This is
+// what host-local does with a requested address.
+func Advance() AllocOption { return func(o *allocOptions) { o.advance = true } }
+
+func (p *Pool) allocateAddr(owner string, a netip.Addr, opts []AllocOption) error {
 	const op = "allocate"
+	var o allocOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	off, err := p.lay.classify(a)
 	if err != nil {
 		return &Error{Op: op, Addr: a, Owner: owner, Err: err}
@@ -143,10 +157,15 @@ func (p *Pool) allocateAddr(owner string, a netip.Addr) error {
 	if p.st.t.allocated(off) {
 		return &Error{Op: op, Addr: a, Owner: owner, Err: ErrDuplicate}
 	}
-	if err := p.commitLocked(entry{kind: entryAllocAddr, off: off, owner: owner}); err != nil {
+	// A dynamic allocation's record moves the cursor when replayed.
+	kind := entryAllocAddr
+	if o.advance {
+		kind = entryAlloc
+	}
+	if err := p.commitLocked(entry{kind: kind, off: off, owner: owner}); err != nil {
 		return &Error{Op: op, Addr: a, Owner: owner, Err: err}
 	}
-	p.st.alloc(off, owner, false)
+	p.st.alloc(off, owner, o.advance)
 	return nil
 }
 

@@ -67,6 +67,36 @@ func TestStorePersists(t *testing.T) {
 	}
 }
 
+// TestAllocateAddrAdvance: with Advance, a requested address moves the
+// round-robin position, in memory and across a reopen; without it, not.
+func TestAllocateAddrAdvance(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "net")
+	p := openPool(t, dir, "10.0.0.0/24")
+	a, err := p.Allocate()
+	require.NoError(t, err)
+	require.Equal(t, mustAddr("10.0.0.2"), a)
+	require.NoError(t, p.AllocateAddrFor("quiet", mustAddr("10.0.0.100")))
+	a, err = p.Allocate()
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.3"), a, "without Advance the position stays")
+	require.NoError(t, p.AllocateAddrFor("moves", mustAddr("10.0.0.50"), Advance()))
+	a, err = p.Allocate()
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.51"), a, "with Advance the position moves")
+	require.NoError(t, p.Release(a))
+	require.NoError(t, p.AllocateAddr(mustAddr("10.0.0.200"), Advance()))
+	require.ErrorIs(t, p.AllocateAddr(mustAddr("10.0.0.200"), Advance()), ErrDuplicate)
+	require.NoError(t, p.Close())
+
+	q := openPool(t, dir, "10.0.0.0/24")
+	a, err = q.Allocate()
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.201"), a, "the position survives a reopen")
+	owner, ok := q.Owner(mustAddr("10.0.0.50"))
+	assert.True(t, ok)
+	assert.Equal(t, "moves", owner)
+}
+
 func TestStorePermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	openPool(t, dir, "10.0.0.0/24")

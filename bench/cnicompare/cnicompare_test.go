@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,4 +176,60 @@ func TestSameAsReference(t *testing.T) {
 	assert.Equal(t, []netip.Addr{netip.MustParseAddr("203.0.113.2"), netip.MustParseAddr("2001:db8:5::2")}, pn[0].SeenAs)
 	assert.True(t, pn[0].Detached)
 	assert.Equal(t, []string{"10.88.0.5/16 gw 10.88.0.1", "fd20:88::5/64 gw fd20:88::1"}, pn[3].IPs)
+}
+
+// TestRequestedSameAsReference asks both implementations for addresses and
+// a MAC, through the "ips" and "mac" capabilities and through CNI_ARGS,
+// and compares what the containers get, and that a taken address is
+// refused by both, leaving the container without an interface.
+func TestRequestedSameAsReference(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type outcome struct {
+		IPs     []string // each container's result addresses, or its error
+		MACs    []string // each container's eth0 MAC
+		Refused bool     // the taken address was refused
+		Left    bool     // the refused container has an eth0
+	}
+	got := map[string]outcome{}
+	for _, impl := range impls {
+		env := cnitest.NewEnv(t, binDir)
+		conf := bridgeConf(impl.typ, env.DataDir, true)
+		conf["capabilities"] = map[string]bool{"ips": true, "mac": true}
+		list, err := cnitest.ConfList("k8s-pod-network", "1.1.0", conf)
+		require.NoError(t, err)
+		var o outcome
+		c1 := env.Container(t, "caps")
+		c1.CapabilityArgs = map[string]any{"ips": []string{"10.88.7.7/16", "fd20:88::7:7/64"}, "mac": "02:00:00:07:07:07"}
+		c2 := env.Container(t, "args")
+		c2.Args = [][2]string{{"IgnoreUnknown", "1"}, {"IP", "10.88.8.8"}, {"MAC", "02:00:00:08:08:08"}}
+		for _, c := range []*cnitest.Container{c1, c2} {
+			res, err := env.Add(ctx, list, c)
+			require.NoError(t, err, impl.name)
+			require.NoError(t, cnitest.CheckResult(ctx, env.Host, c, res, true), impl.name)
+			var ips []string
+			for _, ipc := range res.IPs {
+				ips = append(ips, ipc.Address.String())
+			}
+			o.IPs = append(o.IPs, strings.Join(ips, " "))
+			l, err := c.NS.Handle().LinkByName("eth0")
+			require.NoError(t, err, impl.name)
+			o.MACs = append(o.MACs, l.Attrs().HardwareAddr.String())
+		}
+		c3 := env.Container(t, "taken")
+		c3.Args = [][2]string{{"IP", "10.88.7.7"}}
+		_, err = env.Add(ctx, list, c3)
+		o.Refused = err != nil
+		_, lerr := c3.NS.Handle().LinkByName("eth0")
+		o.Left = lerr == nil
+		got[impl.name] = o
+	}
+	assert.Equal(t, got["reference"], got["podnet"], "reference (expected) vs podnet-cni (actual)")
+	assert.Equal(t, outcome{
+		// The pool's next address follows the last requested one, as in
+		// host-local.
+		IPs:     []string{"10.88.7.7/16 fd20:88::7:7/64", "10.88.8.8/16 fd20:88::7:8/64"},
+		MACs:    []string{"02:00:00:07:07:07", "02:00:00:08:08:08"},
+		Refused: true,
+	}, got["podnet"])
 }

@@ -345,6 +345,58 @@ func TestDelWaitForKernel(t *testing.T) {
 	assert.Empty(t, held(t, env, "net1", "waiter/eth0"))
 }
 
+// TestRequested asks for addresses and a MAC, through the "ips" and "mac"
+// capabilities and CNI_ARGS, as runtimes do: the container gets exactly
+// those, a second container asking for a taken address fails and leaves
+// nothing, and the address can be asked for again once released.
+func TestRequested(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	env := cnitest.NewEnv(t, binDir)
+	conf := netConf(env, "cni-pn0", v4Range, v6Range)
+	conf["capabilities"] = map[string]bool{"ips": true, "mac": true}
+	list := confList(t, "net1", "1.1.0", conf)
+
+	c1 := env.Container(t, "asks")
+	c1.CapabilityArgs = map[string]any{"ips": []string{"10.88.0.77/24", "fd20:88::77"}, "mac": "02:12:34:56:78:9a"}
+	res, err := env.Add(ctx, list, c1)
+	require.NoError(t, err)
+	want := []netip.Addr{netip.MustParseAddr("10.88.0.77"), netip.MustParseAddr("fd20:88::77")}
+	assert.Equal(t, want, resultAddrs(res))
+	assert.Equal(t, "02:12:34:56:78:9a", res.Interfaces[2].Mac)
+	require.NoError(t, cnitest.CheckResult(ctx, env.Host, c1, res, true), "the kernel has what the result says")
+	l, err := c1.NS.Handle().LinkByName("eth0")
+	require.NoError(t, err)
+	assert.Equal(t, "02:12:34:56:78:9a", l.Attrs().HardwareAddr.String())
+	assert.Equal(t, want, held(t, env, "net1", "asks/eth0"))
+
+	// Taken: an error, and the second container is left as it was.
+	c2 := env.Container(t, "late")
+	c2.Args = [][2]string{{"IP", "10.88.0.77"}}
+	_, err = env.Add(ctx, list, c2)
+	requireCode(t, err, types.ErrInternal)
+	assert.Contains(t, err.Error(), "10.88.0.77 is taken")
+	_, err = c2.NS.Handle().LinkByName("eth0")
+	assert.Error(t, err, "no interface left in the container")
+	assert.Empty(t, held(t, env, "net1", "late/eth0"), "no address left held")
+	require.NoError(t, cnitest.Gone(ctx, env.Host, c2, 1), "only the first container's veth on the bridge")
+
+	// A requested IPv4 address, the IPv6 one from the pool.
+	c3 := env.Container(t, "args")
+	c3.Args = [][2]string{{"IgnoreUnknown", "1"}, {"IP", "10.88.0.80"}, {"K8S_POD_NAME", "x"}}
+	res3, err := env.Add(ctx, list, c3)
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParseAddr("10.88.0.80"), addrOf(res3, true))
+
+	require.NoError(t, env.Del(ctx, list, c1))
+	res2, err := env.Add(ctx, list, c2)
+	require.NoError(t, err, "released: it can be asked for again")
+	assert.Equal(t, netip.MustParseAddr("10.88.0.77"), addrOf(res2, true))
+	require.NoError(t, env.Check(ctx, list, c2))
+	require.NoError(t, env.Del(ctx, list, c2))
+	require.NoError(t, env.Del(ctx, list, c3))
+}
+
 // TestAddTwice adds the same container and interface twice: the second ADD
 // fails and leaves the first attachment as it was.
 func TestAddTwice(t *testing.T) {

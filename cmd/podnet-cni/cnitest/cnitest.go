@@ -90,6 +90,11 @@ type Container struct {
 	NS     *podnet.Namespace
 	ID     string
 	IfName string
+	// CapabilityArgs and Args, if set, are what the runtime passes with
+	// the container: capability arguments ("ips", "mac": runtimeConfig
+	// for plugins that declare the capability) and CNI_ARGS pairs.
+	CapabilityArgs map[string]any
+	Args           [][2]string
 }
 
 // Container makes a container, deleted when the test ends.
@@ -100,7 +105,7 @@ func (e *Env) Container(t testing.TB, id string) *Container {
 
 // RuntimeConf is the container's CNI invocation parameters.
 func (c *Container) RuntimeConf() *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: c.ID, NetNS: c.NS.Path(), IfName: c.IfName}
+	return &libcni.RuntimeConf{ContainerID: c.ID, NetNS: c.NS.Path(), IfName: c.IfName, CapabilityArgs: c.CapabilityArgs, Args: c.Args}
 }
 
 // do runs fn on a thread in the sandbox, so that the plugin processes it

@@ -133,6 +133,9 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	hostMAC := randomMAC()
 	spec := podnet.NewVethPair(hostName).In(host).Master(br).Label(vethLabel(hostName)).MAC(hostMAC).
 		Peer(args.IfName, cns.ns).MTU(c.MTU).IPv6(c.hasIPv6())
+	if c.MAC != nil {
+		spec.PeerMAC(c.MAC)
+	}
 	if c.HairpinMode {
 		spec.Hairpin(true)
 	}
@@ -241,8 +244,10 @@ func (a *allocated) release() error {
 }
 
 // allocate opens the stores of c and allocates owner an address from
-// every range set, from its first range with a free address. An owner
-// that holds addresses already is attached already: an error.
+// every range set: the requested one if there is one for the set (which
+// moves the set's round-robin position to it, as in host-local), else one
+// from its first range with a free address. An owner that holds addresses
+// already is attached already: an error.
 func allocate(c *NetConf, owner string) (res allocated) {
 	ps, err := openPools(c)
 	if err != nil {
@@ -264,6 +269,20 @@ func allocate(c *NetConf, owner string) (res allocated) {
 		return res
 	}
 	for i, set := range c.RangeSets {
+		if want, r, ok := c.requestedIn(i); ok {
+			pool := ps[i][slices.Index(set, r)]
+			if err := pool.AllocateAddrFor(owner, want, ipam.Advance()); err != nil {
+				if errors.Is(err, ipam.ErrDuplicate) {
+					holder, _ := pool.Owner(want)
+					res.err = types.NewError(types.ErrInternal, fmt.Sprintf("requested address %s is taken", want), "held by "+holder)
+				} else {
+					res.err = storeError(fmt.Sprintf("allocate %s from range %s", want, r), err)
+				}
+				return res
+			}
+			res.allocs = append(res.allocs, allocation{r: r, addr: want, pool: pool})
+			continue
+		}
 		var got *allocation
 		for j, r := range set {
 			pool := ps[i][j]

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -42,6 +42,13 @@ type NetConf struct {
 	// subreapers and do not reap children they did not start, which would
 	// keep each copy as a zombie.
 	WaitForKernel bool
+
+	// RequestedIPs are the addresses the runtime asks for (host-local's
+	// IP, ips), at most one per range set; MAC is the container
+	// interface's hardware address it asks for (bridge's mac). See
+	// requests.go.
+	RequestedIPs []netip.Addr
+	MAC          net.HardwareAddr
 
 	PrevResult *current.Result // nil when the configuration has none
 
@@ -145,10 +152,7 @@ func ParseConfig(data []byte, cniArgs string) (*NetConf, error) {
 			return nil, decodeErr("dns", err)
 		}
 	}
-	if err := checkUnsupportedMaps(obj); err != nil {
-		return nil, err
-	}
-	if err := checkCNIArgs(cniArgs); err != nil {
+	if err := c.parseRequests(obj, cniArgs); err != nil {
 		return nil, err
 	}
 	if err := c.parsePrevResult(obj["prevResult"]); err != nil {
@@ -158,6 +162,9 @@ func ParseConfig(data []byte, cniArgs string) (*NetConf, error) {
 		return nil, err
 	}
 	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := c.placeRequests(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -229,49 +236,6 @@ func isZeroJSON(v json.RawMessage) bool {
 	}
 }
 
-// checkUnsupportedMaps refuses capabilities, runtime configuration and
-// args that ask for something podnet-cni does not do: it implements no
-// capability (no requested IPs or MACs, no port mappings). Arguments in
-// namespaces other than "cni" are for other plugins and pass.
-func checkUnsupportedMaps(obj map[string]json.RawMessage) error {
-	if raw, ok := obj["capabilities"]; ok {
-		var caps map[string]bool
-		if err := json.Unmarshal(raw, &caps); err != nil {
-			return decodeErr("capabilities", err)
-		}
-		for _, k := range sortedKeys(caps) {
-			if caps[k] {
-				return unsupported("capabilities."+k, json.RawMessage("true"), "podnet-cni implements no capability")
-			}
-		}
-	}
-	if raw, ok := obj["runtimeConfig"]; ok {
-		rc, err := decodeObject("runtimeConfig", raw)
-		if err != nil {
-			return err
-		}
-		if err := checkKeys("runtimeConfig.", rc, nil, nil); err != nil {
-			return err
-		}
-	}
-	if raw, ok := obj["args"]; ok {
-		args, err := decodeObject("args", raw)
-		if err != nil {
-			return err
-		}
-		if raw, ok := args["cni"]; ok {
-			cni, err := decodeObject("args.cni", raw)
-			if err != nil {
-				return err
-			}
-			if err := checkKeys("args.cni.", cni, nil, nil); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -279,41 +243,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// checkCNIArgs applies the reference plugins' rule to CNI_ARGS: unknown
-// keys are an error unless IgnoreUnknown is set. IP and MAC, which
-// host-local and bridge understand, are refused even then: podnet-cni
-// does not implement them, and ignoring them would hand out an address
-// other than the one asked for.
-func checkCNIArgs(s string) error {
-	if s == "" {
-		return nil
-	}
-	ignoreUnknown := false
-	var unknown []string
-	for _, pair := range strings.Split(s, ";") {
-		k, v, ok := strings.Cut(pair, "=")
-		if !ok {
-			return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: %q is not KEY=VALUE", pair), "")
-		}
-		switch k {
-		case "IgnoreUnknown":
-			b, err := strconv.ParseBool(strings.ToLower(v))
-			if err != nil {
-				return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: IgnoreUnknown=%q is not a boolean", v), "")
-			}
-			ignoreUnknown = b
-		case "IP", "MAC":
-			return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: %s=%s is not supported", k, v), "podnet-cni does not implement requested addresses")
-		default:
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 && !ignoreUnknown {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: unknown keys "+strings.Join(unknown, ", "), "set IgnoreUnknown=1 to ignore them")
-	}
-	return nil
 }
 
 func (c *NetConf) parseIPAM(raw json.RawMessage) error {

@@ -55,6 +55,39 @@ func TestParseConfig(t *testing.T) {
 	assert.Equal(t, []RangeSet{{{Subnet: pfx("10.1.0.0/16"), Start: addr("10.1.0.1"), End: addr("10.1.255.254"), Gateway: addr("10.1.0.254"), explicitGW: true}}}, c.RangeSets)
 }
 
+// TestParseRequests reads requested addresses and MACs from their three
+// sources as the reference plugins do: addresses from all of them, the
+// MAC from the last of CNI_ARGS, args.cni and runtimeConfig.
+func TestParseRequests(t *testing.T) {
+	conf := `{"cniVersion": "1.1.0", "name": "n", "type": "podnet-cni", "bridge": "b0",
+		"capabilities": {"ips": true, "mac": true},
+		"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "fd20::/64"}]]},
+		"args": {"k8s": {"other": "plugin's"}, "cni": {"ips": ["fd20::5/64"], "mac": "02:00:00:00:00:02"}},
+		"runtimeConfig": {"ips": ["10.22.0.5"], "mac": "02:00:00:00:00:03"}}`
+	c, err := ParseConfig([]byte(conf), "IgnoreUnknown=1;IP=10.22.0.5;MAC=02:00:00:00:00:01;K8S_POD_NAME=x")
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Addr{addr("10.22.0.5"), addr("fd20::5")}, c.RequestedIPs, "all sources, each address once")
+	assert.Equal(t, "02:00:00:00:00:03", c.MAC.String(), "runtimeConfig wins")
+	a, r, ok := c.requestedIn(1)
+	require.True(t, ok)
+	assert.Equal(t, addr("fd20::5"), a)
+	assert.Equal(t, pfx("fd20::/64"), r.Subnet)
+
+	c, err = ParseConfig([]byte(`{"cniVersion": "1.1.0", "name": "n", "type": "podnet-cni", "bridge": "b0",
+		"ipam": {"type": "host-local", "subnet": "10.22.0.0/24"}}`), "MAC=02:00:00:00:00:01;IP=10.22.0.9/24")
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Addr{addr("10.22.0.9")}, c.RequestedIPs)
+	assert.Equal(t, "02:00:00:00:00:01", c.MAC.String())
+	_, _, ok = c.requestedIn(0)
+	assert.True(t, ok)
+
+	c, err = ParseConfig([]byte(`{"cniVersion": "1.1.0", "name": "n", "type": "podnet-cni", "bridge": "b0",
+		"ipam": {"type": "host-local", "subnet": "10.22.0.0/24"}}`), "")
+	require.NoError(t, err)
+	assert.Empty(t, c.RequestedIPs)
+	assert.Nil(t, c.MAC)
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	const ipam = `"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.0.0/24"}]]}`
 	conf := func(extra string) string {
@@ -81,11 +114,20 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown range key", withRanges(`[[{"subnet": "10.1.0.0/24", "start": "10.1.0.5"}]]`), "", types.ErrUnsupportedField, "ipam.ranges[0][0].start"},
 		{"unimplemented route key", conf(`"ipam": {"type": "host-local", "subnet": "10.1.0.0/24", "routes": [{"dst": "0.0.0.0/0", "mtu": 1400}]}`), "", types.ErrUnsupportedField, "ipam.routes[0].mtu"},
 		{"other ipam type", conf(`"ipam": {"type": "dhcp"}`), "", types.ErrUnsupportedField, `"ipam.type": "dhcp"`},
-		{"capability", conf(`"capabilities": {"ips": true}, ` + ipam), "", types.ErrUnsupportedField, "capabilities.ips"},
-		{"runtimeConfig", conf(`"runtimeConfig": {"mac": "02:00:00:00:00:01"}, ` + ipam), "", types.ErrUnsupportedField, "runtimeConfig.mac"},
-		{"args.cni", conf(`"args": {"cni": {"ips": ["10.22.0.5"]}}, ` + ipam), "", types.ErrUnsupportedField, "args.cni.ips"},
+		{"capability", conf(`"capabilities": {"ips": true, "portMappings": true}, ` + ipam), "", types.ErrUnsupportedField, "capabilities.portMappings"},
+		{"runtimeConfig", conf(`"runtimeConfig": {"portMappings": [{"hostPort": 80}]}, ` + ipam), "", types.ErrUnsupportedField, "runtimeConfig.portMappings"},
+		{"args.cni", conf(`"args": {"cni": {"labels": [{"key": "a"}]}}, ` + ipam), "", types.ErrUnsupportedField, "args.cni.labels"},
 		{"CNI_ARGS unknown", conf(ipam), "FOO=bar", types.ErrInvalidEnvironmentVariables, "FOO"},
-		{"CNI_ARGS IP", conf(ipam), "IgnoreUnknown=1;IP=10.22.0.5", types.ErrInvalidEnvironmentVariables, "IP=10.22.0.5"},
+		{"CNI_ARGS bad IP", conf(ipam), "IgnoreUnknown=1;IP=ten", types.ErrInvalidEnvironmentVariables, `IP="ten"`},
+		{"CNI_ARGS multicast MAC", conf(ipam), "MAC=01:00:5e:00:00:01", types.ErrInvalidEnvironmentVariables, "multicast"},
+		{"requested address outside the ranges", conf(`"runtimeConfig": {"ips": ["10.99.0.5"]}, ` + ipam), "", types.ErrInvalidNetworkConfig, "10.99.0.5 is in no range"},
+		{"requested address outside rangeEnd", withRanges(`[[{"subnet": "10.22.0.0/24", "rangeEnd": "10.22.0.50"}]]`), "IP=10.22.0.60", types.ErrInvalidNetworkConfig, "10.22.0.60 is in no range"},
+		{"requested gateway", conf(ipam), "IP=10.22.0.1", types.ErrInvalidNetworkConfig, "gateway"},
+		{"two requested in one set", conf(`"args": {"cni": {"ips": ["10.22.0.5", "10.22.0.6/24"]}}, ` + ipam), "", types.ErrInvalidNetworkConfig, "same range set"},
+		{"requested address not an address", conf(`"runtimeConfig": {"ips": ["10.22.0.500"]}, ` + ipam), "", types.ErrInvalidNetworkConfig, `"10.22.0.500"`},
+		{"requested addresses not a list", conf(`"runtimeConfig": {"ips": "10.22.0.5"}, ` + ipam), "", types.ErrDecodingFailure, `"ips"`},
+		{"requested MAC not a MAC", conf(`"args": {"cni": {"mac": "02:00:00"}}, ` + ipam), "", types.ErrInvalidNetworkConfig, "args.cni.mac"},
+		{"requested MAC zero", conf(`"runtimeConfig": {"mac": "00:00:00:00:00:00"}, ` + ipam), "", types.ErrInvalidNetworkConfig, "zero"},
 		{"missing bridge", `{"cniVersion": "1.1.0", "name": "n", "type": "t", ` + ipam + `}`, "", types.ErrInvalidNetworkConfig, "missing bridge"},
 		{"bad bridge name", conf(`"bridge": "has space", ` + ipam), "", types.ErrInvalidNetworkConfig, "bridge"},
 		{"bad mtu", conf(`"mtu": 40, ` + ipam), "", types.ErrInvalidNetworkConfig, "mtu"},
