@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 var (
 	containers = flag.Int("containers", 100, "containers per round of BenchmarkAddDel")
 	dualStack  = flag.Bool("dual", false, "BenchmarkAddDel on a dual-stack network")
+	concurrent = flag.Int("concurrent", 8, "DELs at once in BenchmarkDelConcurrent")
 	schedule   = flag.String("schedule", "blocks", "BenchmarkAddDel: blocks (each round alone: podnet, reference, reference, podnet) or interleaved (container by container)")
 )
 
@@ -116,6 +118,94 @@ func BenchmarkAddDel(b *testing.B) {
 	b.ReportMetric(refDel/pnDel, "del-speedup")
 	b.Logf("%d containers, %s: ADD %.1f ms vs %.1f ms (%.1fx faster), DEL %.1f ms vs %.1f ms (%.1fx faster); the kernel's veth deletion alone: %.1f ms; podnet-cni's detached copy done %.1f ms after DEL started",
 		*containers, *schedule, pnAdd, refAdd, refAdd/pnAdd, pnDel, refDel, refDel/pnDel, kernel, pnSettled)
+}
+
+// BenchmarkDelConcurrent measures DEL throughput, as when a node is
+// drained: -containers containers are attached, then deleted
+// -concurrent at a time through libcni, and the wall time until the last
+// DEL returned is divided by their number. It runs podnet-cni (detached
+// deletion, the default), podnet-cni with waitForKernel (in-process
+// deletion) and the reference plugins, each round alone, in the order
+// podnet, waitForKernel, reference, reference, waitForKernel, podnet.
+// Untimed, after each round it checks that every attachment is gone and
+// waits for podnet-cni's detached copies.
+func BenchmarkDelConcurrent(b *testing.B) {
+	ctx := context.Background()
+	type variant struct {
+		name, typ string
+		wait      bool
+		perDel    []float64 // ms of wall time per DEL, one per round
+	}
+	pn := &variant{name: "podnet", typ: impls[0].typ}
+	pnWait := &variant{name: "podnet-waitForKernel", typ: impls[0].typ, wait: true}
+	ref := &variant{name: "reference", typ: impls[1].typ}
+	for b.Loop() {
+		for _, v := range []*variant{pn, pnWait, ref, ref, pnWait, pn} {
+			env := cnitest.NewEnv(b, binDir)
+			conf := bridgeConf(v.typ, env.DataDir, *dualStack)
+			if v.wait {
+				conf["waitForKernel"] = true
+			}
+			list, err := cnitest.ConfList("k8s-pod-network", "1.1.0", conf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctrs := make([]*cnitest.Container, *containers)
+			for i := range ctrs {
+				ctrs[i] = env.Container(b, fmt.Sprintf("ctr%d", i))
+				if _, err := env.Add(ctx, list, ctrs[i]); err != nil {
+					b.Fatalf("%s: %v", v.name, err)
+				}
+			}
+			work := make(chan *cnitest.Container)
+			errs := make(chan error, len(ctrs))
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range *concurrent {
+				wg.Go(func() {
+					for c := range work {
+						if err := env.Del(ctx, list, c); err != nil {
+							errs <- fmt.Errorf("%s: %w", v.name, err)
+						}
+					}
+				})
+			}
+			for _, c := range ctrs {
+				work <- c
+			}
+			close(work)
+			wg.Wait()
+			v.perDel = append(v.perDel, float64(time.Since(start))/float64(time.Millisecond)/float64(len(ctrs)))
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			for _, c := range ctrs {
+				if err := cnitest.Gone(ctx, env.Host, c, 0); err != nil {
+					b.Fatalf("%s: %v", v.name, err)
+				}
+			}
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = cnitest.WaitDetached(wctx)
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	mean := func(xs []float64) float64 {
+		sum := 0.0
+		for _, x := range xs {
+			sum += x
+		}
+		return sum / float64(len(xs))
+	}
+	for _, v := range []*variant{pn, pnWait, ref} {
+		b.ReportMetric(mean(v.perDel), v.name+"-ms/del")
+	}
+	b.ReportMetric(mean(ref.perDel)/mean(pn.perDel), "speedup")
+	b.Logf("%d DELs, %d at a time: podnet-cni %.1f ms per DEL, with waitForKernel %.1f ms, reference %.1f ms (%.1fx)",
+		*containers, *concurrent, mean(pn.perDel), mean(pnWait.perDel), mean(ref.perDel), mean(ref.perDel)/mean(pn.perDel))
 }
 
 // side is one implementation's measurements.
