@@ -575,3 +575,46 @@ func TestConcurrentAdd(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestReattach deletes and re-adds the same attachments over and over,
+// four containers at once: each ADD right after its DEL must find the
+// host veth name free (DEL returns only when the kernel has removed the
+// pair, while a detached copy may still be waiting on the kernel) and the
+// address released; at the end no veth, address or copy is left.
+func TestReattach(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	env := cnitest.NewEnv(t, binDir)
+	list := confList(t, "net1", "1.1.0", netConf(env, "cni-pn0", v4Range))
+	const n, rounds = 4, 8
+	var wg sync.WaitGroup
+	for i := range n {
+		c := env.Container(t, fmt.Sprintf("again%d", i))
+		wg.Go(func() {
+			for r := range rounds {
+				res, err := env.Add(ctx, list, c)
+				if !assert.NoError(t, err, "%s round %d", c.ID, r) {
+					return
+				}
+				assert.NoError(t, cnitest.CheckResult(ctx, env.Host, c, res, true))
+				if !assert.NoError(t, env.Del(ctx, list, c), "%s round %d", c.ID, r) {
+					return
+				}
+				_, err = c.NS.Handle().LinkByName(c.IfName)
+				assert.Error(t, err, "%s round %d: eth0 still there after DEL", c.ID, r)
+			}
+		})
+	}
+	wg.Wait()
+	links, err := env.Host.Links(ctx)
+	require.NoError(t, err)
+	for _, l := range links {
+		assert.NotEqual(t, "veth", l.Type(), "veth %s left", l.Attrs().Name)
+	}
+	for i := range n {
+		assert.Empty(t, held(t, env, "net1", fmt.Sprintf("again%d/eth0", i)))
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, cnitest.WaitDetached(wctx), "every detached copy ends")
+}
