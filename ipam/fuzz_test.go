@@ -145,7 +145,7 @@ func FuzzPool(f *testing.F) {
 		var log []entry // successful changes, for the journal round trip
 
 		for len(ops) >= 2 {
-			code, arg := ops[0]%8, int(ops[1])
+			code, arg := ops[0]%10, int(ops[1])
 			ops = ops[2:]
 			owner := fuzzOwners[arg%len(fuzzOwners)]
 			target := m.addrs[arg%len(m.addrs)]
@@ -244,6 +244,54 @@ func FuzzPool(f *testing.F) {
 				}
 			case 7: // queries
 				checkAgainstModel(t, p, m, owner, target, off)
+			case 8: // AllocateFrom, AllocateFromFor
+				var got netip.Addr
+				var err error
+				if owner == "" || arg%2 == 0 {
+					owner = ""
+					got, err = p.AllocateFrom(target)
+				} else {
+					got, err = p.AllocateFromFor(owner, target)
+				}
+				if off >= m.size {
+					if !errors.Is(err, ErrOutOfRange) {
+						t.Fatalf("allocate from %s: got %v %v, want ErrOutOfRange", target, got, err)
+					}
+					continue
+				}
+				want := -1
+				for i := max(off, m.start); i <= m.end; i++ {
+					if _, taken := m.owners[i]; m.allocatable[i] && !taken {
+						want = i
+						break
+					}
+				}
+				if want < 0 {
+					if !errors.Is(err, ErrExhausted) {
+						t.Fatalf("allocate from %s: got %v %v, want ErrExhausted", target, got, err)
+					}
+					continue
+				}
+				if err != nil || got != m.addrs[want] {
+					t.Fatalf("allocate from %s: got %v %v, want %v", target, got, err, m.addrs[want])
+				}
+				m.owners[want], m.cursor = owner, want
+				log = append(log, entry{kind: entryAlloc, off: p.lay.offset(got), owner: owner})
+			case 9: // AllocateAddrFor with Advance
+				if owner == "" {
+					owner = fuzzOwners[1]
+				}
+				err := p.AllocateAddrFor(owner, target, Advance())
+				_, taken := m.owners[off]
+				if off < m.size && off >= m.start && off <= m.end && m.allocatable[off] && !taken {
+					if err != nil {
+						t.Fatalf("allocate %s advancing: %v", target, err)
+					}
+					m.owners[off], m.cursor = owner, off
+					log = append(log, entry{kind: entryAlloc, off: p.lay.offset(target), owner: owner})
+				} else if err == nil {
+					t.Fatalf("allocate %s advancing: no error, want one", target)
+				}
 			}
 		}
 		checkAgainstModel(t, p, m, "a/eth0", m.addrs[0], 0)

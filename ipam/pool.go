@@ -93,14 +93,63 @@ func (p *Pool) AllocateFor(owner string) (netip.Addr, error) {
 	return p.allocate("allocate", owner)
 }
 
+// AllocateFrom allocates the first free address at or after from, without
+// wrapping around to the start of the range, and moves the round-robin
+// position to it, as Allocate does. An address before the range start
+// counts as the start. It returns ErrExhausted if nothing is free from
+// there to the end of the range, and ErrOutOfRange if from is not in the
+// pool's prefix.
+//
+// Several pools can then be walked as one range, as host-local walks the
+// ranges of a range set: from after the last address handed out to the
+// end of its range, then each next range from its start.
+func (p *Pool) AllocateFrom(from netip.Addr) (netip.Addr, error) {
+	return p.allocateFrom("", from)
+}
+
+// AllocateFromFor is AllocateFrom for an owner (see AllocateFor).
+func (p *Pool) AllocateFromFor(owner string, from netip.Addr) (netip.Addr, error) {
+	if err := checkOwner(owner, false); err != nil {
+		return netip.Addr{}, &Error{Op: "allocate", Owner: owner, Err: err}
+	}
+	return p.allocateFrom(owner, from)
+}
+
+func (p *Pool) allocateFrom(owner string, from netip.Addr) (netip.Addr, error) {
+	const op = "allocate"
+	if err := checkAddr("address", from); err != nil {
+		return netip.Addr{}, &Error{Op: op, Addr: from, Owner: owner, Err: err}
+	}
+	off, ok := p.lay.inside(from)
+	if !ok {
+		return netip.Addr{}, &Error{Op: op, Addr: from, Owner: owner, Err: fmt.Errorf("%w: not in %s", ErrOutOfRange, p.lay.prefix)}
+	}
+	if off.less(p.lay.start) {
+		off = p.lay.start
+	}
+	return p.allocateAt(op, owner, func() (u128, bool) {
+		if p.lay.end.less(off) || p.st.full(p.lay) {
+			return u128{}, false
+		}
+		x, ok := p.st.t.next(off)
+		return x, ok && !p.lay.end.less(x)
+	})
+}
+
 func (p *Pool) allocate(op, owner string) (netip.Addr, error) {
+	return p.allocateAt(op, owner, func() (u128, bool) { return p.st.nextFree(p.lay) })
+}
+
+// allocateAt allocates the offset pick chooses (under the lock, with the
+// state current) as a dynamic allocation, which moves the cursor.
+func (p *Pool) allocateAt(op, owner string, pick func() (u128, bool)) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.beginLocked(true); err != nil {
 		return netip.Addr{}, &Error{Op: op, Owner: owner, Err: err}
 	}
 	defer p.endLocked()
-	off, ok := p.st.nextFree(p.lay)
+	off, ok := pick()
 	if !ok {
 		return netip.Addr{}, &Error{Op: op, Owner: owner, Err: ErrExhausted}
 	}

@@ -375,6 +375,47 @@ func TestAllocateAddr(t *testing.T) {
 		p.AllocateAddrFor("c1/eth0", mustAddr("10.0.0.50")).Error())
 }
 
+// TestAllocateFrom allocates the first free address at or after an
+// address, never wrapping, and moves the round-robin position.
+func TestAllocateFrom(t *testing.T) {
+	p := newPool(t, "10.0.0.0/24", Range(mustAddr("10.0.0.10"), mustAddr("10.0.0.20")), Exclude(mustAddr("10.0.0.16")))
+	a, err := p.AllocateFrom(mustAddr("10.0.0.15"))
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.15"), a)
+	a, err = p.AllocateFromFor("o1", mustAddr("10.0.0.15"))
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.17"), a, "taken and excluded addresses skipped")
+	owner, _ := p.Owner(a)
+	assert.Equal(t, "o1", owner)
+	a, err = p.Allocate()
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.18"), a, "the round-robin position moved")
+	a, err = p.AllocateFrom(mustAddr("10.0.0.1"))
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.10"), a, "before the range: from its start")
+	for _, want := range []string{"10.0.0.19", "10.0.0.20"} {
+		a, err = p.AllocateFrom(mustAddr("10.0.0.19"))
+		require.NoError(t, err)
+		assert.Equal(t, mustAddr(want), a)
+	}
+	_, err = p.AllocateFrom(mustAddr("10.0.0.19"))
+	require.ErrorIs(t, err, ErrExhausted, "no wrapping, though 10.0.0.11 is free")
+	_, err = p.AllocateFrom(mustAddr("10.0.0.200"))
+	require.ErrorIs(t, err, ErrExhausted, "after the range")
+	for _, bad := range []struct {
+		a    netip.Addr
+		want error
+	}{{mustAddr("10.0.1.1"), ErrOutOfRange}, {mustAddr("fd00::1"), ErrOutOfRange}, {netip.Addr{}, ErrInvalid}} {
+		_, err = p.AllocateFrom(bad.a)
+		require.ErrorIs(t, err, bad.want, "%v", bad.a)
+	}
+	_, err = p.AllocateFromFor("", mustAddr("10.0.0.11"))
+	require.ErrorIs(t, err, ErrInvalid, "empty owner")
+	a, err = p.AllocateFrom(mustAddr("10.0.0.11"))
+	require.NoError(t, err)
+	assert.Equal(t, mustAddr("10.0.0.11"), a)
+}
+
 func TestRelease(t *testing.T) {
 	p := newPool(t, "10.0.0.0/24", Exclude(mustAddr("10.0.0.9")))
 	a, err := p.Allocate()

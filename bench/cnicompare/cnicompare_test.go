@@ -233,3 +233,51 @@ func TestRequestedSameAsReference(t *testing.T) {
 		Refused: true,
 	}, got["podnet"])
 }
+
+// TestRangeSetSameAsReference walks a range set of two ranges with both
+// implementations: they hand out the same addresses, in the same order,
+// after a release in the first range (the walk goes on in the second
+// range before coming back), and both refuse when the set is full.
+func TestRangeSetSameAsReference(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got := map[string][]string{}
+	for _, impl := range impls {
+		env := cnitest.NewEnv(t, binDir)
+		conf := bridgeConf(impl.typ, env.DataDir, false)
+		// No gateways on the bridge: bridge refuses a second IPv4 one
+		// (10.89.0.1 beside 10.88.0.1) unless forceAddress, which would
+		// replace the first; podnet-cni puts both.
+		conf["isGateway"], conf["isDefaultGateway"] = false, false
+		ipam := conf["ipam"].(map[string]any)
+		ipam["ranges"] = [][]map[string]any{{
+			{"subnet": "10.88.0.0/24", "rangeStart": "10.88.0.10", "rangeEnd": "10.88.0.12"},
+			{"subnet": "10.89.0.0/24", "rangeStart": "10.89.0.10", "rangeEnd": "10.89.0.11"},
+		}}
+		list, err := cnitest.ConfList("k8s-pod-network", "1.1.0", conf)
+		require.NoError(t, err)
+		var ctrs []*cnitest.Container
+		add := func() {
+			c := env.Container(t, fmt.Sprintf("ctr%d", len(ctrs)))
+			ctrs = append(ctrs, c)
+			res, err := env.Add(ctx, list, c)
+			if err != nil {
+				got[impl.name] = append(got[impl.name], "refused")
+				return
+			}
+			require.NoError(t, cnitest.CheckResult(ctx, env.Host, c, res, false), impl.name)
+			got[impl.name] = append(got[impl.name], res.IPs[0].Address.String())
+		}
+		for range 4 {
+			add()
+		}
+		require.NoError(t, env.Del(ctx, list, ctrs[1]), impl.name)
+		got[impl.name] = append(got[impl.name], "released "+got[impl.name][1])
+		for range 3 {
+			add()
+		}
+	}
+	assert.Equal(t, got["reference"], got["podnet"], "reference (expected) vs podnet-cni (actual)")
+	assert.Equal(t, []string{"10.88.0.10/24", "10.88.0.11/24", "10.88.0.12/24", "10.89.0.10/24",
+		"released 10.88.0.11/24", "10.89.0.11/24", "10.88.0.11/24", "refused"}, got["podnet"])
+}

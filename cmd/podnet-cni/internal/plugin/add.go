@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -281,21 +283,26 @@ func allocate(c *NetConf, owner string) (res allocated) {
 				return res
 			}
 			res.allocs = append(res.allocs, allocation{r: r, addr: want, pool: pool})
+			c.setLast(i, want)
 			continue
 		}
 		var got *allocation
-		for j, r := range set {
-			pool := ps[i][j]
-			a, err := pool.AllocateFor(owner)
-			if errors.Is(err, ipam.ErrExhausted) {
-				continue
-			}
-			if err != nil {
-				res.err = storeError(fmt.Sprintf("allocate from range %s", r), err)
+		if len(set) == 1 {
+			// The pool's own round-robin position is the set's.
+			a, err := ps[i][0].AllocateFor(owner)
+			if err != nil && !errors.Is(err, ipam.ErrExhausted) {
+				res.err = storeError(fmt.Sprintf("allocate from range %s", set[0]), err)
 				return res
 			}
-			got = &allocation{r: r, addr: a, pool: pool}
-			break
+			if err == nil {
+				got = &allocation{r: set[0], addr: a, pool: ps[i][0]}
+			}
+		} else {
+			var err error
+			if got, err = c.allocateInSet(i, ps[i], owner); err != nil {
+				res.err = err
+				return res
+			}
 		}
 		if got == nil {
 			var rs []string
@@ -308,6 +315,77 @@ func allocate(c *NetConf, owner string) (res allocated) {
 		res.allocs = append(res.allocs, *got)
 	}
 	return res
+}
+
+// allocateInSet allocates owner an address from range set i, of several
+// ranges, as host-local does: the set is walked as one range, from the
+// address after the last one the set handed out to the end of that
+// address's range, then each following range from its start, wrapping
+// around to the ranges before it and last to the start of the first
+// range. Without a last address (or with one no longer in the set) the
+// walk starts at the first range. It returns nil if the set is full.
+func (c *NetConf) allocateInSet(i int, pools []*ipam.Pool, owner string) (*allocation, error) {
+	set := c.RangeSets[i]
+	type step struct {
+		j    int
+		from netip.Addr
+	}
+	var steps []step
+	k := -1
+	if last, ok := c.last(i); ok {
+		k = slices.IndexFunc(set, func(r Range) bool { return r.Subnet.Contains(last) && !last.Less(r.Start) && !r.End.Less(last) })
+		if k >= 0 && last != set[k].End {
+			steps = append(steps, step{k, last.Next()})
+		}
+	}
+	for n := range len(set) {
+		j := (max(k, 0) + 1 + n) % len(set)
+		if k < 0 {
+			j = n
+		}
+		steps = append(steps, step{j, set[j].Start})
+	}
+	for _, st := range steps {
+		a, err := pools[st.j].AllocateFromFor(owner, st.from)
+		if errors.Is(err, ipam.ErrExhausted) {
+			continue
+		}
+		if err != nil {
+			return nil, storeError(fmt.Sprintf("allocate from range %s", set[st.j]), err)
+		}
+		c.setLast(i, a)
+		return &allocation{r: set[st.j], addr: a, pool: pools[st.j]}, nil
+	}
+	return nil, nil
+}
+
+// lastFile keeps the last address range set i handed out, for a set of
+// several ranges (a single range's store keeps its own).
+func (c *NetConf) lastFile(i int) string {
+	return filepath.Join(c.networkDir(), fmt.Sprintf("last-reserved.%d", i))
+}
+
+// last reads the last address range set i handed out.
+func (c *NetConf) last(i int) (netip.Addr, bool) {
+	b, err := os.ReadFile(c.lastFile(i))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(string(b)))
+	return a, err == nil
+}
+
+// setLast records a as the last address range set i handed out, if the
+// set has several ranges. It is not synced: losing it only moves where
+// the next walk of the set starts, as in host-local.
+func (c *NetConf) setLast(i int, a netip.Addr) {
+	if len(c.RangeSets[i]) < 2 {
+		return
+	}
+	tmp := c.lastFile(i) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(a.String()+"\n"), 0o600); err == nil {
+		_ = os.Rename(tmp, c.lastFile(i))
+	}
 }
 
 // gatewaysOf returns the gateway addresses the bridge gets (isGateway):
