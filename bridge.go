@@ -206,15 +206,22 @@ func (b *Bridge) Namespace() *Namespace { return b.ns }
 // Create made the bridge, else the kernel's (asked each time: a bridge
 // without an address of its own takes one from its ports, which come and
 // go).
-func (b *Bridge) MAC() (net.HardwareAddr, error) {
+//
+// Equivalent to: `ip -n NS link show BRIDGE`
+func (b *Bridge) MAC(ctx context.Context) (net.HardwareAddr, error) {
 	if b.mac != nil {
-		return b.mac, nil
+		return slices.Clone(b.mac), nil
 	}
-	l, err := b.ns.h.LinkByIndex(b.index)
-	if err != nil {
-		return nil, opErr("read", "bridge", b.name, err)
-	}
-	return l.Attrs().HardwareAddr, nil
+	var mac net.HardwareAddr
+	err := b.ns.withHandle(ctx, func() error {
+		l, err := b.ns.h.LinkByIndex(b.index)
+		if err != nil {
+			return err
+		}
+		mac = l.Attrs().HardwareAddr
+		return nil
+	})
+	return mac, opErr("read", "bridge", b.name, err)
 }
 
 // Owned reports whether Close deletes the bridge (false when adopted).

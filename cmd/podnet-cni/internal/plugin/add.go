@@ -172,7 +172,7 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	}
 
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: resRoutes, DNS: c.DNS}
-	brMAC, err := br.MAC()
+	brMAC, err := br.MAC(ctx)
 	if err != nil {
 		return nil, internal("read the bridge", err)
 	}
