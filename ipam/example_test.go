@@ -106,6 +106,30 @@ func ExamplePool_AllocateAddr() {
 	// ipam: allocate 10.89.0.1: address out of range: not in 10.88.0.0/24
 }
 
+// A requested address with Advance moves the round-robin position, as
+// host-local does; AllocateFrom walks forward from an address without
+// wrapping, so that several pools can be walked as one range.
+func ExamplePool_AllocateFrom() {
+	pool, err := ipam.New(netip.MustParsePrefix("10.88.0.0/24"),
+		ipam.Range(netip.MustParseAddr("10.88.0.10"), netip.MustParseAddr("10.88.0.20")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	fmt.Println(pool.AllocateAddr(netip.MustParseAddr("10.88.0.15"), ipam.Advance()))
+	fmt.Println(pool.Allocate())
+	fmt.Println(pool.AllocateFrom(netip.MustParseAddr("10.88.0.19")))
+	fmt.Println(pool.AllocateFrom(netip.MustParseAddr("10.88.0.19")))
+	fmt.Println(pool.AllocateFrom(netip.MustParseAddr("10.88.0.19")))
+	// Output:
+	// <nil>
+	// 10.88.0.16 <nil>
+	// 10.88.0.19 <nil>
+	// 10.88.0.20 <nil>
+	// invalid IP ipam: allocate: no free address in pool
+}
+
 func ExamplePool_GC() {
 	pool, err := ipam.New(netip.MustParsePrefix("10.88.0.0/24"))
 	if err != nil {
