@@ -618,3 +618,32 @@ func TestReattach(t *testing.T) {
 	defer cancel()
 	require.NoError(t, cnitest.WaitDetached(wctx), "every detached copy ends")
 }
+
+// TestAddMissingNetns: ADD into a namespace that is gone fails with the
+// spec's code 3, and the address allocated meanwhile (ADD allocates while
+// it opens the namespace) is released: nothing is left.
+func TestAddMissingNetns(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	env := cnitest.NewEnv(t, binDir)
+	list := confList(t, "net1", "1.1.0", netConf(env, "cni-pn0", v4Range, v6Range))
+	ns, err := podnet.NewNamespace(podnettest.UniqueName("cnitest-", 64)).Create(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ns.Close())
+	c := &cnitest.Container{NS: ns, ID: "ghost", IfName: "eth0"}
+	_, err = env.Add(ctx, list, c)
+	requireCode(t, err, types.ErrUnknownContainer)
+	assert.Empty(t, held(t, env, "net1", "ghost/eth0"), "the allocation was released")
+	links, err := env.Host.Links(ctx)
+	require.NoError(t, err)
+	for _, l := range links {
+		assert.NotEqual(t, "veth", l.Type(), "veth %s left", l.Attrs().Name)
+	}
+	// The network works on.
+	res, err := env.Add(ctx, list, env.Container(t, "real"))
+	require.NoError(t, err)
+	// The failed ADD's allocation moved the round-robin position past .2
+	// (the reference, which calls host-local only after opening the
+	// namespace, would hand out .2 here).
+	assert.Equal(t, netip.MustParseAddr("10.88.0.3"), addrOf(res, true))
+}
