@@ -148,7 +148,9 @@ func (n *Namespace) Addresses(ctx context.Context, ifname string) ([]netip.Prefi
 }
 
 func listAddrs(h *netlink.Handle, idx int) ([]netip.Prefix, error) {
-	addrs, err := h.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: idx}}, netlink.FAMILY_ALL)
+	addrs, err := redump(func() ([]netlink.Addr, error) {
+		return h.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: idx}}, netlink.FAMILY_ALL)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -258,7 +258,7 @@ func (n *Namespace) Links(ctx context.Context) ([]netlink.Link, error) {
 	var out []netlink.Link
 	err := n.withHandle(ctx, func() error {
 		var err error
-		out, err = n.h.LinkList()
+		out, err = redump(n.h.LinkList)
 		return err
 	})
 	return out, opErr("list links", "namespace", n.String(), err)

@@ -48,6 +48,9 @@ func TestMasqueradeKey(t *testing.T) {
 			list, err := podnet.List(ctx, podnet.SweepIn(w.host))
 			require.NoError(t, err)
 			for _, o := range list {
+				if o.Namespace != "" {
+					continue // another test's named namespace
+				}
 				assert.NotEqual(t, "iptables-rule", o.Kind, "a keyed rule carries no mark: %v", o)
 				assert.NotEqual(t, "nft-record", o.Kind, "a keyed rule's table is not a crash record's: %v", o)
 			}

@@ -451,7 +451,7 @@ func (rr *routeResolver) dump(fam int) error {
 		rr.dumped, rr.simple, rr.routes = map[int]bool{}, map[int]bool{}, map[int][]netlink.Route{}
 	}
 	rr.dumped[fam] = true
-	rules, err := rr.ns.h.RuleList(fam)
+	rules, err := redump(func() ([]netlink.Rule, error) { return rr.ns.h.RuleList(fam) })
 	if err != nil {
 		return err
 	}
@@ -463,7 +463,7 @@ func (rr *routeResolver) dump(fam int) error {
 	}
 	if rr.local == nil {
 		rr.local = map[netip.Addr]bool{}
-		addrs, err := rr.ns.h.AddrList(nil, netlink.FAMILY_ALL)
+		addrs, err := redump(func() ([]netlink.Addr, error) { return rr.ns.h.AddrList(nil, netlink.FAMILY_ALL) })
 		if err != nil {
 			return err
 		}
@@ -471,7 +471,9 @@ func (rr *routeResolver) dump(fam int) error {
 			rr.local[ipNetToPrefix(ad.IPNet).Addr()] = true
 		}
 	}
-	routes, err := rr.ns.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	routes, err := redump(func() ([]netlink.Route, error) {
+		return rr.ns.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return err
 	}

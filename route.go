@@ -208,7 +208,9 @@ func (n *Namespace) Routes(ctx context.Context, table int) ([]Route, error) {
 		}
 		names := map[int]string{}
 		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			rs, err := n.h.RouteListFiltered(fam, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+			rs, err := redump(func() ([]netlink.Route, error) {
+				return n.h.RouteListFiltered(fam, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+			})
 			if err != nil {
 				return err
 			}

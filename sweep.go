@@ -50,11 +50,19 @@ type sweepOptions struct {
 	in     *Namespace
 	dryRun bool
 	stores []storeSweeper
+	named  string // only named namespaces with this prefix ("" for all)
 }
 
 // SweepIn makes List and Sweep look in ns (and the named namespaces) rather
 // than the calling process's namespace.
 func SweepIn(ns *Namespace) SweepOption { return func(o *sweepOptions) { o.in = ns } }
+
+// SweepNamed limits the named namespaces List and Sweep search (their
+// records, links and rules) to those whose names start with prefix. By
+// default they search every one under NetnsDir. A tool or test harness
+// that names its namespaces with a prefix of its own can then leave other
+// users' namespaces alone, dead owners' objects included.
+func SweepNamed(prefix string) SweepOption { return func(o *sweepOptions) { o.named = prefix } }
 
 // DryRun makes Sweep report what it would remove without removing it.
 func DryRun() SweepOption { return func(o *sweepOptions) { o.dryRun = true } }
@@ -168,6 +176,9 @@ func list(ctx context.Context, o *sweepOptions) ([]Object, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
+		if !strings.HasPrefix(name, o.named) {
+			continue
+		}
 		if rec, err := os.ReadFile(filepath.Join(RecordDir, name)); err == nil {
 			if m, ok := ParseMark(strings.TrimSpace(string(rec))); ok {
 				out = append(out, Object{Kind: "namespace", Name: name, Mark: m, Alive: m.Owner.Alive()})
@@ -184,6 +195,9 @@ func list(ctx context.Context, o *sweepOptions) ([]Object, error) {
 	// Records whose mount is gone (a crash between the two).
 	recs, _ := os.ReadDir(RecordDir)
 	for _, r := range recs {
+		if !strings.HasPrefix(r.Name(), o.named) {
+			continue
+		}
 		if _, err := os.Stat(filepath.Join(NetnsDir, r.Name())); errors.Is(err, os.ErrNotExist) {
 			if rec, err := os.ReadFile(filepath.Join(RecordDir, r.Name())); err == nil {
 				if m, ok := ParseMark(strings.TrimSpace(string(rec))); ok {

@@ -1,7 +1,7 @@
 // Command podnet lists and removes what podnet left behind.
 //
-//	podnet ls      [-netns NAME] [-store DIR]...   list podnet objects and their owners
-//	podnet sweep   [-n] [-netns NAME] [-store DIR]...  remove those whose owner is gone
+//	podnet ls      [-netns NAME] [-named PREFIX] [-store DIR]...   list podnet objects and their owners
+//	podnet sweep   [-n] [-netns NAME] [-named PREFIX] [-store DIR]...  remove those whose owner is gone
 //
 // Every kernel object podnet creates carries an ownership mark naming the
 // process that made it (pid and start time). `ls` shows each object with its
@@ -45,6 +45,8 @@ commands:
 flags:
   -netns NAME   look in the named network namespace instead of this one
                 (named namespaces under /run/netns are always searched)
+  -named PREFIX search only the named namespaces whose names start with
+                PREFIX (default: all of them)
   -store DIR    also look at the pool store in DIR (repeatable)
   -n            with sweep: only print what would be removed
 `)
@@ -71,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { usage(stderr) }
 	netns := fs.String("netns", "", "named network namespace to look in")
 	dry := fs.Bool("n", false, "dry run: print what sweep would remove")
+	named := fs.String("named", "", "search only named namespaces with this prefix")
 	var stores stringList
 	fs.Var(&stores, "store", "pool store directory (repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -94,6 +97,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer ns.Close()
 		opts = append(opts, podnet.SweepIn(ns))
+	}
+	if *named != "" {
+		opts = append(opts, podnet.SweepNamed(*named))
 	}
 	for _, dir := range stores {
 		opts = append(opts, podnet.SweepStore(dir))

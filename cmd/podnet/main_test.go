@@ -43,6 +43,9 @@ func TestUsage(t *testing.T) {
 // TestLsAndSweep plants links in a named sandbox: one marked by a process
 // that does not exist, one marked by this (live) process, one foreign.
 // ls shows them; sweep -n removes nothing; sweep removes only the dead one.
+// -named keeps ls and sweep out of other tests' namespaces (their dead
+// owners' objects are theirs to sweep), and keeps those tests' sweeps out
+// of this one's.
 func TestLsAndSweep(t *testing.T) {
 	ctx := context.Background()
 	sandbox := podnettest.NamedNamespace(t, "pncmd-")
@@ -54,13 +57,13 @@ func TestLsAndSweep(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, sandbox.Handle().LinkSetAlias(l, alias))
 	}
-	code, out, errOut := runCmd("ls", "-netns", sandbox.Name())
+	code, out, errOut := runCmd("ls", "-netns", sandbox.Name(), "-named", sandbox.Name())
 	require.Equal(t, 0, code, errOut)
 	assert.Regexp(t, `link\s+deadbr\s+-\s+4194303\s+no\s+ghost`, out)
 	assert.Regexp(t, `link\s+livebr\s+-\s+\d+\s+yes\s+mine`, out)
 	assert.NotContains(t, out, "foreign")
 
-	code, out, _ = runCmd("sweep", "-n", "-netns", sandbox.Name())
+	code, out, _ = runCmd("sweep", "-n", "-netns", sandbox.Name(), "-named", sandbox.Name())
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, "would remove link deadbr")
 	assert.NotContains(t, out, "livebr")
@@ -76,7 +79,7 @@ func TestLsAndSweep(t *testing.T) {
 	}
 	assert.Contains(t, names(), "deadbr", "dry run removed something")
 
-	code, out, errOut = runCmd("sweep", "-netns", sandbox.Name())
+	code, out, errOut = runCmd("sweep", "-netns", sandbox.Name(), "-named", sandbox.Name())
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "removed link deadbr")
 	assert.Equal(t, "foreign livebr lo", names())
