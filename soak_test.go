@@ -1,6 +1,7 @@
 package podnet_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -51,7 +52,11 @@ func openFDs(t testing.TB) int {
 // times (10 with -short), all in one sandbox, then checks that nothing
 // leaked: no link, no named namespace, no file descriptor, no goroutine.
 func TestSoak(t *testing.T) {
-	ctx := testCtx(t)
+	// 800 labs take about 40 s on an idle 2-core machine; the bound is a
+	// safety net against a hang, not a speed check, so it leaves room for
+	// a loaded one.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	host := podnettest.Sandbox(t)
 	cycles := 100
 	if testing.Short() {
