@@ -185,10 +185,7 @@ func BenchmarkDelConcurrent(b *testing.B) {
 					b.Fatalf("%s: %v", v.name, err)
 				}
 			}
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = cnitest.WaitDetached(wctx)
-			cancel()
-			if err != nil {
+			if err := cnitest.WaitDetached(ctx); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -254,9 +251,7 @@ func (r *round) del(b *testing.B, i int) {
 	if err := cnitest.Gone(ctx, r.env.Host, r.ctrs[i], len(r.ctrs)-i-1); err != nil {
 		b.Fatalf("%s: after DEL: %v", r.s.name, err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := cnitest.WaitDetached(wctx); err != nil {
+	if err := cnitest.WaitDetached(ctx); err != nil {
 		b.Fatal(err)
 	}
 	r.s.settled = append(r.s.settled, time.Since(start))

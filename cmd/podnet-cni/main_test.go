@@ -91,6 +91,16 @@ func requireCode(t *testing.T, err error, code uint) {
 	assert.Equal(t, code, got, "%v", err)
 }
 
+// assertNoVeth checks that the host namespace has no veth end left.
+func assertNoVeth(t *testing.T, ctx context.Context, env *cnitest.Env) {
+	t.Helper()
+	links, err := env.Host.Links(ctx)
+	require.NoError(t, err)
+	for _, l := range links {
+		assert.NotEqual(t, "veth", l.Type(), "veth %s left", l.Attrs().Name)
+	}
+}
+
 // held returns the addresses the network's stores hold for owner.
 func held(t *testing.T, env *cnitest.Env, network, owner string) []netip.Addr {
 	t.Helper()
@@ -606,17 +616,11 @@ func TestReattach(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	links, err := env.Host.Links(ctx)
-	require.NoError(t, err)
-	for _, l := range links {
-		assert.NotEqual(t, "veth", l.Type(), "veth %s left", l.Attrs().Name)
-	}
+	assertNoVeth(t, ctx, env)
 	for i := range n {
 		assert.Empty(t, held(t, env, "net1", fmt.Sprintf("again%d/eth0", i)))
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	require.NoError(t, cnitest.WaitDetached(wctx), "every detached copy ends")
+	require.NoError(t, cnitest.WaitDetached(ctx), "every detached copy ends")
 }
 
 // TestAddMissingNetns: ADD into a namespace that is gone fails with the
@@ -634,11 +638,7 @@ func TestAddMissingNetns(t *testing.T) {
 	_, err = env.Add(ctx, list, c)
 	requireCode(t, err, types.ErrUnknownContainer)
 	assert.Empty(t, held(t, env, "net1", "ghost/eth0"), "the allocation was released")
-	links, err := env.Host.Links(ctx)
-	require.NoError(t, err)
-	for _, l := range links {
-		assert.NotEqual(t, "veth", l.Type(), "veth %s left", l.Attrs().Name)
-	}
+	assertNoVeth(t, ctx, env)
 	// The network works on.
 	res, err := env.Add(ctx, list, env.Container(t, "real"))
 	require.NoError(t, err)

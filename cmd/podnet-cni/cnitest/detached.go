@@ -44,10 +44,15 @@ func Detached() ([]Copy, error) {
 	return copies, nil
 }
 
+// waitBound bounds WaitDetached: a copy lives about 20 ms.
+const waitBound = 10 * time.Second
+
 // WaitDetached waits until no detached podnet-cni copy runs (see
 // Detached), so that what they leave the kernel to do does not weigh on
-// what is measured next.
+// what is measured next. It gives up when ctx is done or after 10 s.
 func WaitDetached(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, waitBound)
+	defer cancel()
 	for {
 		copies, err := Detached()
 		if err != nil || len(copies) == 0 {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -82,24 +83,17 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	go func() { allocCh <- allocate(c, owner) }()
 	cnsCh := make(chan opened, 1)
 	go func() { cnsCh <- openContainer(args) }()
-	var got *allocated
-	var cns *opened
+	alloc := sync.OnceValue(func() allocated { return <-allocCh })
+	container := sync.OnceValue(func() opened { return <-cnsCh })
 	var undo []func() error
 	defer func() {
-		if cns == nil {
-			o := <-cnsCh
-			cns = &o
+		if o := container(); o.ns != nil {
+			defer o.ns.Close()
 		}
-		if cns.ns != nil {
-			defer cns.ns.Close()
-		}
-		if got == nil {
-			a := <-allocCh
-			got = &a
-		}
-		defer got.ps.close()
-		if err != nil && got.err == nil {
-			undo = append([]func() error{got.release}, undo...)
+		a := alloc()
+		defer a.ps.close()
+		if err != nil && a.err == nil {
+			undo = append([]func() error{a.release}, undo...)
 		}
 		if err != nil {
 			var errs []error
@@ -114,8 +108,8 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	// come from: known now if every range set has one range.
 	gws, known := c.gatewaysOf(nil)
 	if !known {
-		a := <-allocCh
-		if got = &a; a.err != nil {
+		a := alloc()
+		if a.err != nil {
 			return nil, a.err
 		}
 		gws, _ = c.gatewaysOf(a.allocs)
@@ -124,9 +118,9 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	if err != nil {
 		return nil, err
 	}
-	o := <-cnsCh
-	if cns = &o; o.err != nil {
-		return nil, o.err
+	cns := container()
+	if cns.err != nil {
+		return nil, cns.err
 	}
 
 	// Created before the addresses are known, if they are not yet: their
@@ -150,14 +144,11 @@ func add(ctx context.Context, host *podnet.Namespace, c *NetConf, args *skel.Cmd
 	}
 	undo = append(undo, v.Close)
 
-	if got == nil {
-		a := <-allocCh
-		got = &a
+	a := alloc()
+	if a.err != nil {
+		return nil, a.err
 	}
-	if got.err != nil {
-		return nil, got.err
-	}
-	allocs := got.allocs
+	allocs := a.allocs
 	for _, a := range allocs {
 		if err := v.AddPeerAddress(ctx, a.prefix()); err != nil {
 			return nil, internal("address the container's interface", err)
@@ -333,7 +324,7 @@ func (c *NetConf) allocateInSet(i int, pools []*ipam.Pool, owner string) (*alloc
 	var steps []step
 	k := -1
 	if last, ok := c.last(i); ok {
-		k = slices.IndexFunc(set, func(r Range) bool { return r.Subnet.Contains(last) && !last.Less(r.Start) && !r.End.Less(last) })
+		k = slices.IndexFunc(set, func(r Range) bool { return r.Contains(last) })
 		if k >= 0 && last != set[k].End {
 			steps = append(steps, step{k, last.Next()})
 		}

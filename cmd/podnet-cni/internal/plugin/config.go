@@ -75,6 +75,11 @@ type Range struct {
 
 func (r Range) String() string { return r.Start.String() + "-" + r.End.String() }
 
+// Contains reports whether a is between the range's start and end.
+func (r Range) Contains(a netip.Addr) bool {
+	return r.Subnet.Contains(a) && !a.Less(r.Start) && !r.End.Less(a)
+}
+
 // Route is an ipam.routes entry. A zero GW means the gateway of the
 // attachment's first address of the route's family.
 type Route struct {

@@ -97,12 +97,7 @@ func (p *Plugin) deleteHostVeth(host *podnet.Namespace, c *NetConf, containerID,
 		fmt.Fprintf(os.Stderr, "podnet-cni: not deleting %s: it is a %s with alias %q, not this attachment's veth\n", name, l.Type(), alias)
 		return nil
 	}
-	if detach {
-		_, err = p.unlink(host, l)
-	} else {
-		err = unlinkIfSame(host.Handle(), l.Attrs().Index, name, alias)
-	}
-	if err != nil {
+	if _, err := p.unlink(host, l, detach); err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil

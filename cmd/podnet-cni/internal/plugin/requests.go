@@ -56,33 +56,15 @@ func (c *NetConf) parseRequests(obj map[string]json.RawMessage, cniArgs string) 
 	}
 	mac := envMAC
 	macFrom := "CNI_ARGS MAC"
-	for _, prefix := range []string{"args.cni.", "runtimeConfig."} {
-		var m map[string]json.RawMessage
-		switch prefix {
-		case "args.cni.":
-			raw, ok := obj["args"]
-			if !ok {
-				continue
-			}
-			args, err := decodeObject("args", raw)
-			if err != nil {
-				return err
-			}
-			if raw, ok = args["cni"]; !ok {
-				continue
-			}
-			if m, err = decodeObject("args.cni", raw); err != nil {
-				return err
-			}
-		case "runtimeConfig.":
-			raw, ok := obj["runtimeConfig"]
-			if !ok {
-				continue
-			}
-			if m, err = decodeObject("runtimeConfig", raw); err != nil {
-				return err
-			}
+	for _, path := range [][]string{{"args", "cni"}, {"runtimeConfig"}} {
+		m, err := subObject(obj, path...)
+		if err != nil {
+			return err
 		}
+		if m == nil {
+			continue
+		}
+		prefix := strings.Join(path, ".") + "."
 		if err := checkKeys(prefix, m, []string{"ips", "mac"}, nil); err != nil {
 			return err
 		}
@@ -116,6 +98,22 @@ func (c *NetConf) parseRequests(obj map[string]json.RawMessage, cniArgs string) 
 		c.MAC = hw
 	}
 	return nil
+}
+
+// subObject returns the object at path in obj (each key naming a member
+// of the object before it), or nil if a key is absent.
+func subObject(obj map[string]json.RawMessage, path ...string) (map[string]json.RawMessage, error) {
+	for i, key := range path {
+		raw, ok := obj[key]
+		if !ok {
+			return nil, nil
+		}
+		var err error
+		if obj, err = decodeObject(strings.Join(path[:i+1], "."), raw); err != nil {
+			return nil, err
+		}
+	}
+	return obj, nil
 }
 
 // parseCNIArgs applies the reference plugins' rule to CNI_ARGS: unknown
@@ -213,7 +211,7 @@ func (c *NetConf) placeRequests() error {
 func (c *NetConf) rangeOf(a netip.Addr) (set int, r Range, ok bool) {
 	for i, rs := range c.RangeSets {
 		for _, r := range rs {
-			if r.Subnet.Contains(a) && !a.Less(r.Start) && !r.End.Less(a) {
+			if r.Contains(a) {
 				return i, r, true
 			}
 		}

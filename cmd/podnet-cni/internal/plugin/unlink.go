@@ -77,6 +77,11 @@ func unlinkIfSame(h *netlink.Handle, idx int, name, alias string) error {
 	if a := l.Attrs(); l.Type() != "veth" || a.Name != name || a.Alias != alias {
 		return fmt.Errorf("link %d is no longer %s (now %s %q, alias %q)", idx, name, l.Type(), a.Name, a.Alias)
 	}
+	return delLink(h, l)
+}
+
+// delLink deletes l; a link already gone counts as deleted.
+func delLink(h *netlink.Handle, l netlink.Link) error {
 	if err := h.LinkDel(l); err != nil && !isGone(err) {
 		return err
 	}
@@ -91,20 +96,23 @@ func isGone(err error) bool {
 	return errors.As(err, &lnf) || errors.Is(err, podnet.ErrNotFound) || errors.Is(err, unix.ENODEV)
 }
 
-// unlink deletes the link l in host, detached through p.Exe when it is
-// set and in-process otherwise (or when the detached copy fails). It
-// returns once the link is gone, and reports whether the copy did it.
-func (p *Plugin) unlink(host *podnet.Namespace, l netlink.Link) (detached bool, err error) {
-	a := l.Attrs()
-	if p.Exe != "" {
-		ok, derr := p.unlinkDetached(host, a.Index, a.Name, a.Alias)
-		if ok {
-			return true, nil
-		}
-		if derr != nil {
-			fmt.Fprintf(os.Stderr, "podnet-cni: deleting %s in-process: %v\n", a.Name, derr)
-		}
+// unlink deletes the link l in host: through a detached copy of p.Exe
+// when detach is set and p.Exe is, in-process otherwise or when the copy
+// fails. It returns once the link is gone, and reports whether the copy
+// deleted it.
+func (p *Plugin) unlink(host *podnet.Namespace, l netlink.Link, detach bool) (detached bool, err error) {
+	if !detach || p.Exe == "" {
+		return false, delLink(host.Handle(), l)
 	}
+	a := l.Attrs()
+	ok, derr := p.unlinkDetached(host, a.Index, a.Name, a.Alias)
+	if ok {
+		return true, nil
+	}
+	if derr != nil {
+		fmt.Fprintf(os.Stderr, "podnet-cni: deleting %s in-process: %v\n", a.Name, derr)
+	}
+	// Time has passed: look again before deleting.
 	return false, unlinkIfSame(host.Handle(), a.Index, a.Name, a.Alias)
 }
 
@@ -122,8 +130,12 @@ func (p *Plugin) unlinkDetached(host *podnet.Namespace, idx int, name, alias str
 		return false, fmt.Errorf("subscribe to link events: %w", err)
 	}
 	defer sock.Close()
+	gone := func() bool {
+		_, err := host.Handle().LinkByIndex(idx)
+		return isGone(err)
+	}
 	// Subscribed first, then looked: a deletion in between is not missed.
-	if _, err := host.Handle().LinkByIndex(idx); isGone(err) {
+	if gone() {
 		return true, nil
 	}
 
@@ -163,14 +175,14 @@ func (p *Plugin) unlinkDetached(host *podnet.Namespace, idx int, name, alias str
 		default:
 			return false, fmt.Errorf("read link events: %w", err)
 		}
-		if _, err := host.Handle().LinkByIndex(idx); isGone(err) {
+		if gone() {
 			return true, nil
 		}
 		select {
 		case werr := <-exited:
-			// It ended and the link is still there (looked after it
-			// ended, in the next round, to be sure).
-			if _, err := host.Handle().LinkByIndex(idx); isGone(err) {
+			// It ended: look once more, as it may have deleted the link
+			// since the look above.
+			if gone() {
 				return true, nil
 			}
 			return false, fmt.Errorf("%s exited (%v) leaving the link", exe, werr)

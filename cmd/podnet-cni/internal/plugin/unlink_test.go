@@ -70,7 +70,7 @@ func TestUnlink(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l, ctr := attachment(t, host, "podnet-cni:test/"+tc.name)
 			p := &Plugin{Host: host, Exe: tc.exe}
-			detached, err := p.unlink(host, l)
+			detached, err := p.unlink(host, l, true)
 			require.NoError(t, err)
 			assert.Equal(t, tc.wantDetached, detached)
 			requireGone(t, host, ctr, l.Attrs().Name)
